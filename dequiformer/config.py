@@ -1,0 +1,75 @@
+"""YAML configuration: loading, ``--set section.key=value`` overrides, defaults."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+SECTIONS = ("model", "deq", "data", "train")
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
+    """Read a YAML config and apply ``section.key=value`` overrides.
+
+    The result always has the sections ``model``, ``deq``, ``data`` and ``train``
+    (empty dicts where the file has none). A config may name a ``base`` file
+    (relative to itself) whose values it extends.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: top level of a config must be a mapping, got {type(cfg).__name__}")
+    base = cfg.pop("base", None)
+    if base is not None:
+        cfg = merge(load_config(path.parent / base), cfg)
+    for section in SECTIONS:
+        cfg.setdefault(section, {})
+        if cfg[section] is None:
+            cfg[section] = {}
+        if not isinstance(cfg[section], dict):
+            raise ValueError(f"{path}: section {section!r} must be a mapping")
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge; values in ``update`` win."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_override(cfg: dict, item: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not of the form section.key=value")
+    dotted, raw = item.split("=", 1)
+    keys = [k for k in dotted.strip().split(".") if k]
+    if len(keys) < 2:
+        raise ValueError(f"override {item!r} must name a section and a key, e.g. train.lr=1e-4")
+    node = cfg
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override {item!r}: {key!r} is not a mapping")
+        node = child
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def save_config(cfg: dict, path: str | Path) -> None:
+    """Write a config as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as fh:
+        yaml.safe_dump(cfg, fh, sort_keys=False)
+    tmp.replace(path)

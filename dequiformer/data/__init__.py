@@ -1,0 +1,1 @@
+"""Atomic graphs, neighbour lists and dataset readers."""

@@ -1,0 +1,81 @@
+"""Output heads: energy, direct forces, graph class logits; and output scaling."""
+from __future__ import annotations
+
+import torch
+
+from ..nn.attention import SO2EquivariantGraphAttention
+from ..nn.context import EdgeContext
+from ..nn.feed_forward import FeedForwardNetwork
+from ..nn.scatter import scatter_sum
+from ..so3.wigner import cartesian_l1_index
+from .encoder import edge_channels_list
+
+
+class EnergyHead(torch.nn.Module):
+    """FFN to one channel; per-atom l = 0 outputs summed per graph and divided by avg_num_nodes.
+
+    Shapes: x [N, K, C] -> energy [B] (normalised units; see OutputScaling).
+    """
+
+    def __init__(self, hp: dict) -> None:
+        super().__init__()
+        self.ffn = FeedForwardNetwork(
+            hp["sphere_channels"], hp["ffn_hidden_channels"], 1, hp["lmax"], hp["grid_resolution"],
+            hp["use_gate_act"], hp["use_grid_mlp"], hp["use_sep_s2_act"],
+        )
+        self.avg_num_nodes = float(hp["avg_num_nodes"])
+
+    def forward(self, x: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
+        node_energy = self.ffn(x)[:, 0, 0]
+        return scatter_sum(node_energy, ctx.batch, ctx.num_graphs) / self.avg_num_nodes
+
+
+class ForceHead(torch.nn.Module):
+    """Attention block with one output channel; its l = 1 coefficients are the force vector.
+
+    Shapes: x [N, K, C] -> forces [N, 3] (Cartesian x, y, z; normalised units).
+    """
+
+    def __init__(self, hp: dict) -> None:
+        super().__init__()
+        self.attention = SO2EquivariantGraphAttention(
+            hp["sphere_channels"], hp["attn_hidden_channels"], hp["num_heads"], hp["attn_alpha_channels"],
+            hp["attn_value_channels"], 1, hp["lmax"], hp["mmax"], hp["max_num_elements"], edge_channels_list(hp),
+            hp["grid_resolution"], hp["use_atom_edge_embedding"], hp["use_gate_act"], hp["use_sep_s2_act"], 0.0,
+        )
+        self.register_buffer("cartesian", torch.tensor(cartesian_l1_index()) + 1, persistent=False)
+
+    def forward(self, x: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
+        return self.attention(x, ctx)[:, :, 0].index_select(1, self.cartesian)
+
+
+class ClassificationHead(torch.nn.Module):
+    """Mean of invariant (l = 0) node features per graph -> MLP -> class logits [B, num_classes]."""
+
+    def __init__(self, hp: dict) -> None:
+        super().__init__()
+        c = hp["sphere_channels"]
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(c, c), torch.nn.SiLU(), torch.nn.Linear(c, int(hp["num_classes"])))
+
+    def forward(self, x: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
+        pooled = scatter_sum(x[:, 0], ctx.batch, ctx.num_graphs)
+        counts = torch.bincount(ctx.batch, minlength=ctx.num_graphs).clamp(min=1).to(x.dtype)
+        return self.mlp(pooled / counts[:, None])
+
+
+class OutputScaling(torch.nn.Module):
+    """Maps normalised head outputs to the training units.
+
+    ``energy = energy_scale * e + sum_atoms energy_reference[Z]``; ``forces = force_scale * f``.
+    Buffers are saved in checkpoints; the trainer sets them from the training-set statistics.
+    """
+
+    def __init__(self, max_num_elements: int) -> None:
+        super().__init__()
+        self.register_buffer("energy_scale", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("force_scale", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("energy_reference", torch.zeros(max_num_elements, dtype=torch.float64))
+
+    def forward(self, energy: torch.Tensor, forces: torch.Tensor, ctx: EdgeContext) -> tuple[torch.Tensor, torch.Tensor]:
+        ref = scatter_sum(self.energy_reference.to(energy.dtype)[ctx.atomic_numbers], ctx.batch, ctx.num_graphs)
+        return energy * self.energy_scale.to(energy.dtype) + ref, forces * self.force_scale.to(forces.dtype)

@@ -1,0 +1,56 @@
+"""Projections between spherical-harmonic coefficients and a (beta, alpha) grid on S2."""
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+
+from .layout import CoefficientLayout
+
+
+class S2Grid(torch.nn.Module):
+    """Linear maps coefficients <-> grid values built from e3nn's ToS2Grid / FromS2Grid.
+
+    Args:
+        lmax, mmax: band limit; coefficients with |m| > mmax are absent from the inputs.
+        resolution: grid points along both latitude (beta) and longitude (alpha); None uses
+            fairchem's defaults (2(lmax+1) and 2 mmax + 1, or 2(mmax+1)+1 when mmax == lmax).
+        order: ``"l"`` for l-major inputs with all (lmax+1)^2 coefficients (node features,
+            requires mmax == lmax) or ``"m"`` for m-major reduced edge-frame features.
+    Shapes: ``to_grid`` [N, K, C] -> [N, B, A, C]; ``from_grid`` [N, B, A, C] -> [N, K, C].
+    """
+
+    def __init__(self, lmax: int, mmax: int | None = None, resolution: int | None = None, order: str = "l") -> None:
+        super().__init__()
+        layout = CoefficientLayout(lmax, mmax)
+        mmax = layout.mmax
+        if resolution is None:
+            lat = 2 * (lmax + 1)
+            lon = 2 * (mmax + 1) + 1 if lmax == mmax else 2 * mmax + 1
+        else:
+            lat = lon = int(resolution)
+        self.resolution = (lat, lon)
+        k = layout.num_coefficients
+        eye = torch.eye(k, dtype=torch.float64)
+        to_grid = o3.ToS2Grid(lmax, (lat, lon), normalization="integral", dtype=torch.float64)(eye)  # [K, B, A]
+        basis = torch.eye(lat * lon, dtype=torch.float64).reshape(lat * lon, lat, lon)
+        from_grid = o3.FromS2Grid((lat, lon), lmax, normalization="integral", dtype=torch.float64)(basis)  # [B*A, K]
+        from_grid = from_grid.T.reshape(k, lat, lon)
+        scale = torch.tensor([layout.truncation_rescale(int(l)) for l in layout.l_of], dtype=torch.float64)
+        to_grid = to_grid * scale[:, None, None]
+        from_grid = from_grid * scale[:, None, None]
+        if order == "l":
+            if mmax != lmax:
+                raise ValueError("l-major grids need mmax == lmax")
+            idx = torch.arange(k)
+        elif order == "m":
+            idx = layout.m_major_index
+        else:
+            raise ValueError(f"order must be 'l' or 'm', got {order!r}")
+        self.register_buffer("to_grid_mat", to_grid[idx].permute(1, 2, 0).contiguous(), persistent=False)
+        self.register_buffer("from_grid_mat", from_grid[idx].permute(1, 2, 0).contiguous(), persistent=False)
+
+    def to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bai,nic->nbac", self.to_grid_mat.to(x.dtype), x)
+
+    def from_grid(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bai,nbac->nic", self.from_grid_mat.to(g.dtype), g)

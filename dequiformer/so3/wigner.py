@@ -1,0 +1,83 @@
+"""Edge frames and per-edge Wigner-D blocks.
+
+The Wigner-D blocks are built directly from 3x3 rotation matrices by the Clebsch-Gordan
+recursion ``D^l ∝ C^T (D^1 ⊗ D^{l-1}) C`` with e3nn's real Wigner 3j symbols as C. Unlike the
+Euler-angle route (``xyz_to_angles`` + ``wigner_D``), this is a polynomial in the matrix entries:
+finite and differentiable for every edge direction, including edges along +-y where the
+Euler angles are singular.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from e3nn import o3
+
+
+@lru_cache(maxsize=None)
+def _l1_permutation() -> tuple[int, int, int]:
+    """Cartesian axis of each e3nn l=1 coefficient (derived from e3nn, so version-proof)."""
+    sh = o3.spherical_harmonics(1, torch.eye(3, dtype=torch.float64), normalize=True)
+    # sh[a, i] is coefficient i of the unit vector along axis a
+    return tuple(int(sh[:, i].abs().argmax()) for i in range(3))
+
+
+def cartesian_l1_index() -> list[int]:
+    """Indices into the 3 l=1 coefficients giving Cartesian (x, y, z) order."""
+    perm = _l1_permutation()
+    return [perm.index(axis) for axis in range(3)]
+
+
+@lru_cache(maxsize=None)
+def _cg_projector(l: int, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    c = o3.wigner_3j(1, l - 1, l, dtype=torch.float64)  # [3, 2l-1, 2l+1]
+    q = c.reshape(3 * (2 * l - 1), 2 * l + 1)
+    norm = float((q.T @ q)[0, 0])  # q^T q = norm * I for an intertwiner
+    return c.to(dtype), norm
+
+
+def wigner_blocks(rot: torch.Tensor, lmax: int) -> list[torch.Tensor]:
+    """Real Wigner-D matrices of ``rot`` in e3nn's basis, one per degree.
+
+    Args:
+        rot: [E, 3, 3] proper rotation matrices.
+        lmax: highest degree.
+    Returns:
+        list of ``lmax+1`` tensors, block l of shape [E, 2l+1, 2l+1]; coefficients transform as
+        ``c' = D c`` when a function is rotated by ``rot``.
+    """
+    perm = list(_l1_permutation())
+    d1 = rot[:, perm][:, :, perm]
+    blocks = [torch.ones(rot.shape[0], 1, 1, dtype=rot.dtype, device=rot.device)]
+    if lmax >= 1:
+        blocks.append(d1)
+    for l in range(2, lmax + 1):
+        c, norm = _cg_projector(l, rot.dtype)
+        c = c.to(rot.device)
+        t = torch.einsum("eac,ebd,cdn->eabn", d1, blocks[-1], c)
+        blocks.append(torch.einsum("abm,eabn->emn", c, t) / norm)
+    return blocks
+
+
+def edge_frames(edge_vec: torch.Tensor) -> torch.Tensor:
+    """Deterministic rotation taking each edge direction onto e3nn's polar axis (+y).
+
+    Args:
+        edge_vec: [E, 3] edge vectors (any length > 0), Angstrom.
+    Returns:
+        [E, 3, 3] rotation matrices R with ``R @ (edge_vec / |edge_vec|) = (0, 1, 0)``.
+        Rows are (a, u, b) with u the edge direction. The roll about the edge is fixed by a
+        reference axis (z, or x for edges within ~25 degrees of z); the network's SO(2)
+        operations make the result independent of that roll (exactly with gate activations,
+        up to grid resolution with S2 activations). No ``detach``: differentiable in positions.
+    """
+    u = edge_vec / edge_vec.norm(dim=-1, keepdim=True)
+    ez = torch.zeros_like(u)
+    ez[:, 2] = 1.0
+    ex = torch.zeros_like(u)
+    ex[:, 0] = 1.0
+    ref = torch.where((u[:, 2:3].abs() > 0.9), ex, ez)
+    a = ref - (ref * u).sum(-1, keepdim=True) * u
+    a = a / a.norm(dim=-1, keepdim=True)
+    b = torch.cross(a, u, dim=-1)
+    return torch.stack([a, u, b], dim=1)
