@@ -1,0 +1,156 @@
+"""Fixed points with gradients: implicit (IFT), phantom, or none; fixed-point correction states.
+
+For ``z* = f(z*)`` with ``f`` depending on parameters/inputs ``theta``, the implicit
+function theorem gives ``dL/dtheta = g^T df/dtheta`` at ``z*`` with the adjoint ``g``
+solving ``g = J^T g + dL/dz*`` (``J = df/dz`` at ``z*``). Here the output is attached
+as ``z_out = f(z*)`` (one tracked evaluation), and a hook on ``z_out`` replaces the
+incoming gradient ``v = dL/dz_out`` by the adjoint solution ``g`` before it flows into
+``f``'s graph. The adjoint is solved with the same per-graph solver family, using
+vector-Jacobian products of a fresh evaluation ``f(z*)`` made inside the hook (one
+extra forward of ``f``; ``f`` must therefore be deterministic: random masks fixed).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .solvers import get_solver
+from .stats import SolverStats
+
+__all__ = ["fixed_point_with_grad", "GRADIENT_MODES"]
+
+GRADIENT_MODES = ("ift", "phantom", "none")
+
+
+def _as_solver(solver: str | Callable) -> Callable:
+    return solver if callable(solver) else get_solver(solver)
+
+
+def _attach_ift(
+    f_star: torch.Tensor,
+    f: Callable[[torch.Tensor], torch.Tensor],
+    z_star: torch.Tensor,
+    graph_index: torch.Tensor | None,
+    num_graphs: int | None,
+    b_solve: Callable,
+    b_kwargs: dict[str, Any],
+    stats: SolverStats,
+) -> torch.Tensor:
+    """Register the adjoint-solving hook on ``f_star = f(z*)`` and return it."""
+
+    def hook(v: torch.Tensor | None) -> torch.Tensor | None:
+        if v is None:  # undefined gradient: nothing flows, nothing to solve
+            return None
+        with torch.enable_grad():
+            h = z_star.detach().requires_grad_(True)
+            f_h = f(h)
+
+        def adjoint_map(y: torch.Tensor) -> torch.Tensor:
+            (jty,) = torch.autograd.grad(f_h, h, y, retain_graph=True, allow_unused=True)
+            return v if jty is None else jty + v
+
+        g, b_stats = b_solve(adjoint_map, v.detach(), graph_index, num_graphs, **b_kwargs)
+        stats.backward.clear()
+        stats.backward.update(b_stats.as_dict())
+        stats.backward["f_evals"] = 1
+        return g.to(v.dtype)
+
+    f_star.register_hook(hook)
+    return f_star
+
+
+def fixed_point_with_grad(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    z0: torch.Tensor,
+    graph_index: torch.Tensor | None = None,
+    num_graphs: int | None = None,
+    *,
+    solver: str | Callable = "anderson",
+    solver_kwargs: dict[str, Any] | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 40,
+    grad: str = "ift",
+    b_solver: str | Callable | None = None,
+    b_solver_kwargs: dict[str, Any] | None = None,
+    b_tol: float = 1e-6,
+    b_max_iter: int | None = None,
+    phantom_steps: int = 1,
+    phantom_tau: float = 1.0,
+    n_states: int = 0,
+    trace: bool = False,
+) -> tuple[torch.Tensor, SolverStats, list[torch.Tensor]]:
+    """Solve ``z = f(z)`` per graph and return the fixed point with the requested gradient.
+
+    Args:
+        f: ``[N, *feat] -> [N, *feat]``; closes over parameters and input injection.
+        z0: ``[N, *feat]`` initial iterate (e.g. zeros or a warm start); treated as a constant.
+        graph_index: ``[N]`` long graph of each row; ``None`` = one problem per row.
+        num_graphs: ``B`` (inferred when ``None``).
+        solver: ``"anderson"`` | ``"broyden"`` | ``"forward"`` or a solver function.
+        solver_kwargs: extra keyword arguments of the forward solver (``m``, ``beta``, ...).
+        tol, max_iter: forward solve tolerance (relative residual per graph) and budget.
+        grad: ``"ift"`` implicit gradient; ``"phantom"`` ``phantom_steps`` unrolled damped
+            steps ``z <- (1 - tau) z + tau f(z)`` from ``z*``; ``"none"`` detached ``z*``.
+        b_solver: adjoint solver (default: ``solver``); ``b_solver_kwargs`` default to
+            ``solver_kwargs`` when the family is the same, else ``{}``.
+        b_tol, b_max_iter: adjoint tolerance and budget (``b_max_iter`` defaults to ``max_iter``).
+        phantom_steps, phantom_tau: phantom gradient steps (>= 1) and damping in ``(0, 1]``.
+        n_states: intermediate iterates to return for fixed-point correction.
+        trace: record per-evaluation residuals in ``stats.trace``.
+
+    Returns:
+        ``(z_out [N, *feat], stats, correction_states)``.
+
+        * Gradient path (grad mode enabled, ``grad != "none"`` and something in ``f``
+          requires grad): ``z_out = f(z*)`` (IFT) or the last phantom step, attached to
+          ``f``'s parameters and inputs; ``correction_states`` are ``f(s)`` with
+          gradient tracking for each of the ``n_states`` iterates ``s`` in
+          ``stats.states`` (1-step gradient), for an auxiliary loss.
+        * Otherwise (inference, ``grad="none"``, or nothing requires grad):
+          ``z_out = z*`` detached and ``correction_states = []``. Under
+          ``torch.no_grad()`` or with ``grad="none"`` no extra evaluation is made; with
+          grad enabled but nothing requiring grad, one probe ``f(z*)`` is made.
+
+        ``stats.nfe`` counts every forward evaluation of ``f`` made here. With IFT, the
+        adjoint solve's statistics appear in ``stats.backward`` once backward has run
+        (its ``nfe`` counts vector-Jacobian products; ``f_evals`` the extra forward).
+    """
+    if grad not in GRADIENT_MODES:
+        raise ValueError(f"unknown gradient mode {grad!r}; valid: {', '.join(GRADIENT_MODES)}")
+    if phantom_steps < 1:
+        raise ValueError(f"phantom_steps must be >= 1, got {phantom_steps}")
+    if not 0.0 < phantom_tau <= 1.0:
+        raise ValueError(f"phantom_tau must be in (0, 1], got {phantom_tau}")
+    solver_kwargs = dict(solver_kwargs or {})
+    solve = _as_solver(solver)
+    z_star, stats = solve(
+        f, z0, graph_index, num_graphs, tol=tol, max_iter=max_iter, trace=trace, n_states=n_states, **solver_kwargs
+    )
+    if grad == "none" or not torch.is_grad_enabled():
+        return z_star, stats, []
+
+    f_star = f(z_star)
+    stats.nfe += 1
+    if not f_star.requires_grad:
+        return z_star, stats, []
+
+    if grad == "ift":
+        if b_solver is None:
+            b_solve = solve
+            b_kwargs = dict(solver_kwargs if b_solver_kwargs is None else b_solver_kwargs)
+        else:
+            b_solve = _as_solver(b_solver)
+            b_kwargs = dict(b_solver_kwargs or {})
+        b_kwargs.update(tol=b_tol, max_iter=max_iter if b_max_iter is None else b_max_iter)
+        z_out = _attach_ift(f_star, f, z_star, graph_index, num_graphs, b_solve, b_kwargs, stats)
+    else:
+        tau = phantom_tau
+        z_out = f_star if tau == 1.0 else (1.0 - tau) * z_star + tau * f_star
+        for _ in range(phantom_steps - 1):
+            z_out = (1.0 - tau) * z_out + tau * f(z_out)
+            stats.nfe += 1
+
+    corrections = [f(state) for state in stats.states]
+    stats.nfe += len(corrections)
+    return z_out, stats, corrections

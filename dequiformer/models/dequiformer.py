@@ -1,0 +1,122 @@
+"""DEQuiformer: EquiformerV2 whose block stack is one implicit layer solved to its fixed point."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from ..deq import fixed_point_with_grad
+from ..nn.context import EdgeContext
+from ..nn.scatter import scatter_sum
+from .base import ForceFieldModel
+from .blocks import TransformerBlock
+
+DEQ_DEFAULTS: dict[str, Any] = {
+    "solver": "anderson",
+    "anderson": {"m": 5, "beta": 1.0, "lam": 1e-4},
+    "max_iter": 40,
+    "tol": 1e-4,
+    "reuse_tol": 1e-1,
+    "grad": "ift",
+    "phantom_steps": 1,
+    "phantom_tau": 1.0,
+    "b_tol": 1e-4,
+    "b_max_iter": 40,
+    "fp_correction": {"states": 3, "weight": 0.8},
+}
+
+
+def resolve_deq(deq_cfg: dict | None) -> dict:
+    """Fill the ``deq`` section's defaults; unknown keys are an error naming the key."""
+    cfg = copy.deepcopy(DEQ_DEFAULTS)
+    for key, value in (deq_cfg or {}).items():
+        if key not in DEQ_DEFAULTS:
+            raise ValueError(f"unknown deq config key {key!r}; valid keys: {sorted(DEQ_DEFAULTS)}")
+        if isinstance(DEQ_DEFAULTS[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"deq.{key} must be a mapping, got {value!r}")
+            bad = sorted(set(value) - set(DEQ_DEFAULTS[key]))
+            if bad:
+                raise ValueError(f"unknown key(s) {bad} in deq.{key}; valid: {sorted(DEQ_DEFAULTS[key])}")
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    if cfg["grad"] not in ("ift", "phantom", "none"):
+        raise ValueError(f"deq.grad must be 'ift', 'phantom' or 'none', got {cfg['grad']!r}")
+    return cfg
+
+
+def rescale_per_graph(v: torch.Tensor, ref: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """Scale each graph's rows of ``v`` [N, K, C] to the Frobenius norm of its rows of ``ref``."""
+    nv = scatter_sum(v.pow(2).sum(dim=(1, 2)), batch, num_graphs).sqrt()
+    nr = scatter_sum(ref.pow(2).sum(dim=(1, 2)), batch, num_graphs).sqrt()
+    return v * (nr / (nv + torch.finfo(v.dtype).eps))[batch].view(-1, 1, 1)
+
+
+class DEQuiformer(ForceFieldModel):
+    """Implicit layer ``f(z, x) = blocks(rescale(z + x))`` with 1-2 transformer blocks (norms
+    before and after each sublayer), solved from ``z0 = 0`` or a warm start.
+
+    ``model(graph, z0=None, tol=None, max_iter=None)`` returns energy and forces plus
+    ``fixed_point`` (detached [N, K, C]) and ``solver`` (SolverStats, per graph). Without an
+    explicit ``tol`` a cold solve uses ``deq.tol`` and a warm-started one ``deq.reuse_tol``.
+    Dropout masks are drawn once per forward and shared by every solver iteration.
+    """
+
+    def __init__(self, model_cfg: dict, deq_cfg: dict | None = None) -> None:
+        super().__init__({**model_cfg, "name": "dequiformer"})
+        self.deq_cfg = resolve_deq(deq_cfg)
+        self.blocks = torch.nn.ModuleList(TransformerBlock(self.hparams) for _ in range(self.hparams["num_layers"]))
+        for module in self.dropout_modules():
+            module.recurrent = True
+
+    def implicit_layer(self, z: torch.Tensor, x: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
+        h = rescale_per_graph(z + x, x, ctx.batch, ctx.num_graphs)
+        for block in self.blocks:
+            h = block(h, ctx)
+        return h
+
+    def trunk(
+        self,
+        x: torch.Tensor,
+        ctx: EdgeContext,
+        z0: torch.Tensor | None = None,
+        tol: float | None = None,
+        max_iter: int | None = None,
+        solver: str | None = None,
+        trace: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        cfg = self.deq_cfg
+        for module in self.dropout_modules():
+            module.reset()
+        shape, n = x.shape, x.shape[0]
+        warm = z0 is not None
+        if warm:
+            if tuple(z0.shape) != tuple(shape):
+                raise ValueError(f"warm start z0 has shape {tuple(z0.shape)}, expected {tuple(shape)}")
+            z0 = z0.to(dtype=x.dtype, device=x.device).reshape(n, -1)
+        else:
+            z0 = x.new_zeros(n, shape[1] * shape[2])
+        if tol is None:
+            tol = cfg["reuse_tol"] if warm else cfg["tol"]
+        solver = solver or cfg["solver"]
+        solver_kwargs = dict(cfg["anderson"]) if solver == "anderson" else {}
+        fpc = cfg["fp_correction"]
+        n_states = int(fpc["states"]) if (self.training and float(fpc["weight"]) > 0) else 0
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return self.implicit_layer(z.view(shape), x, ctx).reshape(n, -1)
+
+        z, stats, states = fixed_point_with_grad(
+            f, z0, ctx.batch, ctx.num_graphs, solver=solver, solver_kwargs=solver_kwargs, tol=float(tol),
+            max_iter=int(max_iter or cfg["max_iter"]), grad=cfg["grad"], b_tol=float(cfg["b_tol"]),
+            b_max_iter=int(cfg["b_max_iter"]), phantom_steps=int(cfg["phantom_steps"]),
+            phantom_tau=float(cfg["phantom_tau"]), n_states=n_states, trace=trace,
+        )
+        z = z.view(shape)
+        return z, {
+            "fixed_point": z.detach(),
+            "solver": stats,
+            "correction_states": [s.view(shape) for s in states],
+        }
