@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 # command name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("dequiformer.cli.bench", "benchmarks (solver speed and f-evaluation counts)"),
+}
 
 
 def register(name: str, module: str, help: str) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``dequiformer bench ...`` (speed and f-evaluation counts, never asserted in tests)."""
