@@ -1,1 +1,4 @@
-"""Atomic graphs, neighbour lists and dataset readers."""
+"""Atomic graphs, neighbour lists, dataset readers, splits, normalisation, units."""
+from .graph import AtomicGraph
+
+__all__ = ["AtomicGraph"]

@@ -1,0 +1,100 @@
+"""Reader for extended XYZ files with MACE-style label keys (eV, eV/A).
+
+By default the energy is ``atoms.info["REF_energy"]`` and the forces
+``atoms.arrays["REF_forces"]`` (the MACE convention, which keeps reference labels apart
+from whatever calculator results a file also carries). Key names are configurable. When
+a key is ``"energy"`` / ``"forces"``, ASE's reader has already moved those columns into a
+``SinglePointCalculator``, and they are taken from there. Calculator results are used in
+place of other missing keys only when ``calc_fallback=True``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..units import units_for_format
+from .frames import DataError, Frame, FrameDataset, require_nonempty, validate_frame
+
+_CALC_ENERGY = ("energy", "free_energy")
+_CALC_FORCES = ("forces",)
+
+
+def _calc_result(atoms: Any, prop: str) -> Any:
+    calc = atoms.calc
+    if calc is None:
+        return None
+    return getattr(calc, "results", {}).get(prop)
+
+
+def _energy(atoms: Any, key: str, calc_fallback: bool) -> Any:
+    if key in atoms.info:
+        return atoms.info[key]
+    if key in _CALC_ENERGY and _calc_result(atoms, key) is not None:
+        return _calc_result(atoms, key)
+    if calc_fallback:
+        return _calc_result(atoms, "energy")
+    return None
+
+
+def _forces(atoms: Any, key: str, calc_fallback: bool) -> Any:
+    if key in atoms.arrays:
+        return atoms.arrays[key]
+    if key in _CALC_FORCES and _calc_result(atoms, key) is not None:
+        return _calc_result(atoms, key)
+    if calc_fallback:
+        return _calc_result(atoms, "forces")
+    return None
+
+
+def read_extxyz(path: str | Path, energy_key: str = "REF_energy", forces_key: str = "REF_forces",
+                calc_fallback: bool = False, require_labels: bool = True, index: str | int = ":") -> FrameDataset:
+    """Read an extended XYZ file into a list-backed :class:`FrameDataset` (eV, eV/A).
+
+    Args:
+        energy_key: ``atoms.info`` key of the total energy (eV).
+        forces_key: ``atoms.arrays`` key of the forces [N, 3] (eV/A).
+        calc_fallback: use calculator results (``energy=``/``forces`` columns) when the
+            configured keys are missing.
+        require_labels: raise :class:`DataError` (naming the frame) when a label is missing;
+            otherwise it is left None.
+        index: ASE index string or int selecting frames (default all).
+    """
+    import ase.io
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        images = ase.io.read(str(path), index=index, format="extxyz")
+    except Exception as exc:
+        raise DataError(f"{path}: cannot parse as extended XYZ ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(images, list):
+        images = [images]
+    require_nonempty(len(images), str(path))
+    frames: list[Frame] = []
+    for i, atoms in enumerate(images):
+        energy = _energy(atoms, energy_key, calc_fallback)
+        forces = _forces(atoms, forces_key, calc_fallback)
+        if require_labels and energy is None:
+            raise DataError(f"{path}: frame {i}: missing energy key {energy_key!r} in the comment line "
+                            f"(info keys: {sorted(atoms.info)})"
+                            + ("" if calc_fallback else "; pass calc_fallback=True to use calculator results"))
+        if require_labels and forces is None:
+            raise DataError(f"{path}: frame {i}: missing forces key {forces_key!r} in the Properties columns "
+                            f"(columns: {sorted(atoms.arrays)})"
+                            + ("" if calc_fallback else "; pass calc_fallback=True to use calculator results"))
+        if energy is not None:
+            e = np.asarray(energy, dtype=float).reshape(-1)
+            if e.size != 1:
+                raise DataError(f"{path}: frame {i}: key {energy_key!r} has shape {np.shape(energy)}, "
+                                f"expected a scalar")
+            energy = float(e[0])
+        info = {k: v for k, v in atoms.info.items() if k != energy_key}
+        info["index"] = i
+        frame = Frame.from_atoms(atoms, energy=energy,
+                                 forces=None if forces is None else np.asarray(forces, dtype=float), info=info)
+        frames.append(validate_frame(frame, i, str(path), {"energy": energy_key, "forces": forces_key}))
+    return FrameDataset.from_frames(frames, units=units_for_format("extxyz"), source=str(path),
+                                    format="extxyz", validate=False)
