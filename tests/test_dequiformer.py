@@ -141,3 +141,15 @@ def test_training_forward_returns_fixed_point_correction_states():
 def test_unknown_deq_key_is_named():
     with pytest.raises(ValueError, match="anderzon"):
         build_model(DEQ, {"anderzon": {}})
+
+
+def test_layer_on_unconverged_graphs_only_equals_full_layer():
+    torch.manual_seed(0)
+    m = build_model(DEQ, {}).double().eval()
+    g = graph([ethanol(), rattled_crystal(), ethanol()])
+    ctx, x = m.prepare(g)
+    z = torch.randn_like(x)
+    active = g.batch != 1
+    partial = m._partial_layer(x, ctx, x.shape)(z, active).view_as(x)
+    full = m.implicit_layer(z, x, ctx)
+    assert torch.allclose(partial[active], full[active], atol=1e-12)

@@ -158,7 +158,7 @@ def anderson(
         gram = x.new_zeros(nb, m, m)
         valid = torch.zeros(nb, m, dtype=torch.bool, device=x.device)
         for k in range(max_iter):
-            fx = progress.observe(x, g(x))
+            fx = progress.observe(x, progress.evaluate(g, x))
             if progress.all_done or k == max_iter - 1:
                 break
             slot = k % m

@@ -109,12 +109,12 @@ def broyden(
         g = flat_map(f, shape)
         progress = SolverProgress(x, gi, nb, tol, max_iter, eps, trace, n_states)
         inverse = _InverseJacobian(x, min(int(memory), max_iter), gi, nb)
-        gx = progress.observe(x, g(x)) - x
+        gx = progress.observe(x, progress.evaluate(g, x)) - x
         for _ in range(max_iter - 1):
             if progress.all_done:
                 break
             x_next = progress.freeze(x - inverse.matvec(gx))
-            gx_next = progress.observe(x_next, g(x_next)) - x_next
+            gx_next = progress.observe(x_next, progress.evaluate(g, x_next)) - x_next
             if progress.all_done:
                 break
             inverse.update(x_next - x, gx_next - gx, progress.done)

@@ -15,7 +15,12 @@ __all__ = ["forward_iteration", "flat_map"]
 def flat_map(
     f: Callable[[torch.Tensor], torch.Tensor], shape: torch.Size
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap ``f: [N, *feat] -> [N, *feat]`` as a map on flattened iterates ``[N, D]``."""
+    """Wrap ``f: [N, *feat] -> [N, *feat]`` as a map on flattened iterates ``[N, D]``.
+
+    When ``f`` has a method ``evaluate_rows(z, active_rows)`` (``active_rows`` [N] bool; it
+    returns ``f(z)`` on the active rows, any finite values elsewhere) the wrapper exposes it
+    as ``flat.rows``; solvers then skip graphs that have already converged.
+    """
     n = shape[0]
 
     def flat(z: torch.Tensor) -> torch.Tensor:
@@ -24,6 +29,12 @@ def flat_map(
             raise ValueError(f"f changed the state shape: {tuple(shape)} -> {tuple(out.shape)}")
         return out.reshape(n, -1)
 
+    partial = getattr(f, "evaluate_rows", None)
+    if partial is not None:
+        def rows(z: torch.Tensor, active_rows: torch.Tensor) -> torch.Tensor:
+            return partial(z.reshape(shape), active_rows).reshape(n, -1)
+
+        flat.rows = rows  # type: ignore[attr-defined]
     return flat
 
 
@@ -69,7 +80,7 @@ def forward_iteration(
         g = flat_map(f, shape)
         progress = SolverProgress(x, gi, nb, tol, max_iter, eps, trace, n_states)
         for k in range(max_iter):
-            fx = progress.observe(x, g(x))
+            fx = progress.observe(x, progress.evaluate(g, x))
             if progress.all_done or k == max_iter - 1:
                 break
             x = progress.freeze(fx if damping == 0.0 else (1.0 - damping) * fx + damping * x)

@@ -106,6 +106,15 @@ class SolverProgress:
     def _done_rows(self) -> torch.Tensor:
         return rows(self.done, self.graph_index).unsqueeze(1)
 
+    def evaluate(self, g, z: torch.Tensor) -> torch.Tensor:
+        """``g(z)`` [N, D]; only on the rows of unfinished graphs when ``g`` supports it
+        (``g.rows``, see :func:`~dequiformer.deq.forward.flat_map`). Finished graphs' rows are
+        replaced by their frozen values in :meth:`observe` either way."""
+        partial = getattr(g, "rows", None)
+        if partial is not None and bool(self.done.any()):
+            return partial(z, ~rows(self.done, self.graph_index))
+        return g(z)
+
     def observe(self, z: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
         """Record one evaluation ``fz = f(z)`` (both ``[N, D]``).
 

@@ -77,6 +77,25 @@ class DEQuiformer(ForceFieldModel):
             h = block(h, ctx)
         return h
 
+    def _partial_layer(self, x: torch.Tensor, ctx: EdgeContext, shape: torch.Size):
+        """``evaluate_rows(z, active_rows)`` for the solvers: the layer on the still-unconverged
+        graphs only (graphs do not interact, so this is exact). Sub-contexts are cached per mask."""
+        cache: dict[bytes, tuple[EdgeContext, torch.Tensor]] = {}
+        n = shape[0]
+
+        def evaluate_rows(z: torch.Tensor, active_rows: torch.Tensor) -> torch.Tensor:
+            key = active_rows.cpu().numpy().tobytes()
+            if key not in cache:
+                cache.clear()
+                cache[key] = (ctx.subset(active_rows), x[active_rows])
+            sub_ctx, sub_x = cache[key]
+            z_flat = z.reshape(n, -1)
+            out = z_flat.clone()
+            out[active_rows] = self.implicit_layer(z_flat[active_rows].view(-1, *shape[1:]), sub_x, sub_ctx).reshape(-1, z_flat.shape[1])
+            return out
+
+        return evaluate_rows
+
     def trunk(
         self,
         x: torch.Tensor,
@@ -107,6 +126,9 @@ class DEQuiformer(ForceFieldModel):
 
         def f(z: torch.Tensor) -> torch.Tensor:
             return self.implicit_layer(z.view(shape), x, ctx).reshape(n, -1)
+
+        if not self.training:  # (training masks are shaped for the whole batch)
+            f.evaluate_rows = self._partial_layer(x, ctx, shape)  # type: ignore[attr-defined]
 
         z, stats, states = fixed_point_with_grad(
             f, z0, ctx.batch, ctx.num_graphs, solver=solver, solver_kwargs=solver_kwargs, tol=float(tol),

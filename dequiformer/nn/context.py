@@ -31,6 +31,22 @@ class EdgeContext:
     def num_nodes(self) -> int:
         return int(self.atomic_numbers.shape[0])
 
+    def subset(self, node_mask: torch.Tensor) -> "EdgeContext":
+        """The context of the atoms in ``node_mask`` [N] bool, which must hold whole graphs
+        (edges never cross graphs, so every kept edge has both ends kept). Graph ids stay as
+        they are, so per-graph reductions still use ``num_graphs`` slots."""
+        edge_mask = node_mask[self.edge_index[1]]
+        new_id = torch.cumsum(node_mask.long(), 0) - 1
+        return EdgeContext(
+            edge_index=new_id[self.edge_index[:, edge_mask]],
+            rotation=self.rotation.subset(edge_mask),
+            rbf=self.rbf[edge_mask],
+            envelope=None if self.envelope is None else self.envelope[edge_mask],
+            atomic_numbers=self.atomic_numbers[node_mask],
+            batch=self.batch[node_mask],
+            num_graphs=self.num_graphs,
+        )
+
     @property
     def source(self) -> torch.Tensor:
         return self.edge_index[0]
