@@ -1,0 +1,131 @@
+"""``dequiformer eval CHECKPOINT --data PATH [--format F] [--split test|all] --json OUT``.
+
+Energy and force MAE of a trained model on a data set, in the model's training units, plus
+solver statistics and model time per structure. ``--split test`` takes the test indices of the
+``splits.npz`` beside the checkpoint (the run directory) when it is there and fits the data;
+otherwise every frame is evaluated.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="best.pt / last.pt written by dequiformer train (or a run directory)")
+    parser.add_argument("--data", required=True, help="data file or folder (MD17/MD22 npz, OC20 LMDB, ASE db, extxyz)")
+    parser.add_argument("--format", default=None, help="reader format (default: detected from the file)")
+    parser.add_argument("--split", choices=("test", "all"), default="test",
+                        help="evaluate the run's test split (default) or every frame")
+    parser.add_argument("--json", metavar="OUT", help="write the results as a JSON object here")
+    parser.add_argument("--batch-size", type=int, default=4, help="structures per forward (default 4)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K (default cpu)")
+    parser.add_argument("--max-structures", type=int, default=None, help="evaluate at most this many (the first)")
+    parser.add_argument("--raw-weights", action="store_true", help="use the raw weights, not the EMA weights")
+
+
+def select_indices(checkpoint: Path, dataset: Any, split: str, data_path: str, cfg: dict) -> tuple[list[int] | None, str]:
+    """Frame indices to evaluate (None: all) and a note saying which were chosen."""
+    from ..data.splits import SPLITS_FILE, Splits
+
+    if split == "all":
+        return None, "all frames"
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    path = run_dir / SPLITS_FILE
+    if not path.exists():
+        warnings.warn(f"--split test: no {path}; evaluating every frame of {data_path}", stacklevel=2)
+        return None, "all frames (no splits.npz)"
+    splits = Splits.load(path)
+    data_cfg = cfg.get("data") or {}
+    if splits.meta.get("separate_files") or data_cfg.get("test_path"):
+        test_path = data_cfg.get("test_path")
+        if test_path and Path(test_path).resolve() == Path(data_path).resolve() and len(splits.test):
+            return [int(i) for i in splits.test], f"test split of {path}"
+        return None, "all frames (the run's test set is a separate file)"
+    if len(splits.test) == 0:
+        return None, "all frames (the run's split has no test part)"
+    n = splits.meta.get("n")
+    if n is not None and int(n) != len(dataset):
+        raise ValueError(f"{path} was made for {n} frames but {data_path} has {len(dataset)}; pass --split all "
+                         f"or the data set the model was trained on")
+    if int(splits.test.max()) >= len(dataset):
+        raise ValueError(f"{path}: test index {int(splits.test.max())} out of range for {len(dataset)} frames of "
+                         f"{data_path}")
+    return [int(i) for i in splits.test], f"test split of {path}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate; input errors are reported in one line with exit status 2."""
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"dequiformer eval: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.readers import read_dataset
+    from ..data.units import energy_factor, length_factor
+    from ..train.checkpoint import build_from_checkpoint, load_checkpoint
+    from ..train.dataset import GraphDataset
+    from ..train.evaluate import eval_record, evaluate
+    from .main import write_json
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    checkpoint = Path(args.checkpoint)
+    state = load_checkpoint(checkpoint)
+    device = torch.device(args.device)
+    model = build_from_checkpoint(state, use_ema=not args.raw_weights, device=device, where=str(checkpoint))
+    units = model.units
+    dataset = read_dataset(args.data, args.format)
+    indices, note = select_indices(checkpoint, dataset, args.split, args.data, state["config"])
+    if indices is not None:
+        dataset = dataset.subset(indices)
+    if args.max_structures is not None:
+        dataset = dataset.subset(list(range(min(int(args.max_structures), len(dataset)))))
+    if len(dataset) == 0:
+        raise ValueError(f"{args.data}: nothing to evaluate (0 structures selected: {note})")
+    if float(length_factor(dataset.units.get("length", "Angstrom"), "Angstrom")) != 1.0:
+        raise ValueError(f"{args.data}: lengths in {dataset.units['length']}; only Angstrom data is supported")
+    frames: Any = dataset
+    factor = energy_factor(dataset.units["energy"], units["energy"])
+    if factor != 1.0:  # labels to the model's units
+        frames = [_scaled(f, factor) for f in dataset]
+    dtype = next(model.parameters()).dtype
+    graphs = GraphDataset(frames, model.cutoff, model.max_neighbors, dtype, cache=False, name="eval")
+    graphs.source = str(args.data)
+    summary = evaluate(model, graphs, args.batch_size, device)
+    record = eval_record(summary, units)
+    record.update({"checkpoint": str(checkpoint), "data": str(args.data), "split": args.split, "selection": note})
+    write_json(args.json, record)
+    print(f"{record['n_structures']} structures ({note}): energy MAE {record['energy_mae']:.5g} {units['energy']}, "
+          f"forces MAE {record['forces_mae']:.5g} {units['energy']}/{units['length']}, "
+          f"solver steps {record['solver']['mean_steps']:.3g} (max {record['solver']['max_steps']}, "
+          f"unconverged {record['solver']['unconverged']}), {record['seconds_per_structure'] * 1e3:.3g} ms/structure")
+    return 0
+
+
+def _scaled(frame: Any, factor: float) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(
+        frame, energy=None if frame.energy is None else frame.energy * factor,
+        forces=None if frame.forces is None else frame.forces * factor,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m dequiformer.cli.eval``)."""
+    parser = argparse.ArgumentParser(prog="dequiformer eval", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Per-epoch metrics: ``metrics.csv`` in the run directory (rewritten atomically from the full
+history, which the checkpoint also holds, so a resumed run's file has exactly one row per
+completed epoch) and TensorBoard scalars when ``torch.utils.tensorboard`` is importable."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+#: Column order of ``metrics.csv``. Energies in the training energy unit, forces in that unit per
+#: Angstrom; ``*_solver_steps`` is the mean number of layer-block evaluations per structure.
+COLUMNS = (
+    "epoch", "lr", "seconds", "train_loss", "train_energy_mae", "train_forces_mae", "train_solver_steps",
+    "val_energy_mae", "val_forces_mae", "val_solver_steps", "val_seconds",
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def write_metrics_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write all ``rows`` (dicts keyed by :data:`COLUMNS`) to ``path`` atomically."""
+    path = Path(path)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_fmt(row.get(c)) for c in COLUMNS])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def read_metrics_csv(path: str | Path) -> list[dict[str, float | int | None]]:
+    """Rows of a ``metrics.csv`` (numbers parsed; empty cells are ``None``)."""
+    out: list[dict[str, float | int | None]] = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            parsed: dict[str, float | int | None] = {}
+            for key, value in row.items():
+                if value in ("", None):
+                    parsed[key] = None
+                elif key == "epoch":
+                    parsed[key] = int(value)
+                else:
+                    parsed[key] = float(value)
+            out.append(parsed)
+    return out
+
+
+class TensorBoardLog:
+    """Thin optional wrapper: a no-op when TensorBoard is not installed or disabled."""
+
+    def __init__(self, log_dir: str | Path | None, enabled: bool = True) -> None:
+        self.writer = None
+        if not enabled or log_dir is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard not installed
+            return
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = int(row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(float(value)):
+                group, _, name = key.partition("_")
+                tag = f"{group}/{name}" if group in ("train", "val") else key
+                self.writer.add_scalar(tag, float(value), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,358 @@
+"""Training loop: data, model, AdamW + warmup/cosine, EMA, DDP, checkpoints, metrics.
+
+Run directory layout: ``config.yaml`` (resolved config), ``splits.npz``, ``metrics.csv``,
+``last.pt`` (every epoch), ``best.pt`` (best validation force MAE), ``tensorboard/``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import save_config
+from ..data.normalization import Normalizer, fit_normalizer
+from ..data.splits import datasets_from_config
+from ..models import build_model
+from ..models.hparams import resolve
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .dataset import GraphDataset, apply_normalization, epoch_batches, graph_statistics, model_scales
+from .distributed import DistInfo, all_gather_object, all_reduce_dict, all_reduce_sums, barrier, init_distributed, wrap_ddp
+from .ema import ExponentialMovingAverage
+from .evaluate import evaluate
+from .losses import ForceFieldLoss, error_sums
+from .metrics_log import TensorBoardLog, write_metrics_csv
+from .schedules import CosineWarmupSchedule, warmup_steps_from
+from .settings import check_config, resolve_data_extras, resolve_train, torch_dtype
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float,
+                     exempt: tuple[str, ...] | list[str] = ("norm", "bias", "embedding")) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay except for the ``exempt`` kinds.
+
+    Kinds: ``norm`` (parameters of any module whose class name contains "Norm"), ``bias``
+    (names ending in ``bias`` and other 1-d parameters), ``embedding`` (``torch.nn.Embedding``).
+    Each group carries ``names`` for inspection.
+    """
+    exempt = {str(e).lower() for e in exempt}
+    unknown = exempt - {"norm", "bias", "embedding"}
+    if unknown:
+        raise ValueError(f"train.no_weight_decay: unknown kind(s) {sorted(unknown)}; valid: norm, bias, embedding")
+    modules = dict(model.named_modules())
+    groups = {"decay": ([], []), "no_decay": ([], [])}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        owner = modules[name.rpartition(".")[0]]
+        is_norm = "norm" in type(owner).__name__.lower()
+        is_bias = name.endswith("bias") or p.ndim <= 1
+        is_embedding = isinstance(owner, torch.nn.Embedding)
+        skip = ("norm" in exempt and is_norm) or ("bias" in exempt and is_bias) or ("embedding" in exempt and is_embedding)
+        names, params = groups["no_decay" if skip else "decay"]
+        names.append(name)
+        params.append(p)
+    out = []
+    for key, (names, params) in groups.items():
+        if params:
+            out.append({"params": params, "names": names, "weight_decay": float(weight_decay) if key == "decay" else 0.0})
+    return out
+
+
+def resolve_run_config(cfg: dict, units: dict[str, str], train_graphs: GraphDataset | None) -> dict:
+    """Config as written to ``config.yaml``: model and deq sections with every default filled,
+    training units recorded in ``model.energy_units``/``length_units``, ``auto`` statistics measured."""
+    from ..models.dequiformer import resolve_deq
+
+    cfg = copy.deepcopy(cfg)
+    model_cfg = dict(cfg["model"])
+    for key in ("energy_units", "length_units"):
+        given, data_unit = model_cfg.get(key), units["energy" if key == "energy_units" else "length"]
+        if given is not None and given != data_unit:
+            warnings.warn(f"model.{key}={given!r} differs from the data's {data_unit!r}; the model trains in the "
+                          f"data's units", stacklevel=2)
+        model_cfg[key] = data_unit
+    auto = [k for k in ("avg_num_nodes", "avg_degree") if model_cfg.get(k) == "auto"]
+    if auto:
+        if train_graphs is None:
+            raise ValueError(f"model.{auto[0]}: 'auto' needs the training data")
+        stats = graph_statistics(train_graphs)
+        for key in auto:
+            model_cfg[key] = float(stats[key])
+    cfg["model"] = resolve(model_cfg)
+    if cfg["model"]["name"] == "dequiformer":
+        cfg["deq"] = resolve_deq(cfg.get("deq"))
+    cfg["train"] = resolve_train(cfg.get("train"))
+    cfg["data"] = resolve_data_extras(cfg.get("data") or {})
+    return cfg
+
+
+class Trainer:
+    """Train a force field from a config into ``run_dir``.
+
+    Args:
+        cfg: config dict (sections model, deq, data, train); for a resumed run the checkpoint's.
+        run_dir: output directory (created by rank 0).
+        resume_state: a loaded ``last.pt`` to continue from, or None.
+        info: distributed context (default: detected from the torchrun environment).
+    """
+
+    def __init__(self, cfg: dict, run_dir: str | Path, resume_state: dict | None = None,
+                 info: DistInfo | None = None) -> None:
+        check_config(cfg)
+        self.run_dir = Path(run_dir)
+        tcfg = resolve_train(cfg["train"])
+        self.info = info or init_distributed(tcfg["device"])
+        self.device = self.info.device
+        self.dtype = torch_dtype(tcfg["dtype"])
+        if tcfg["num_threads"]:
+            torch.set_num_threads(int(tcfg["num_threads"]))
+        seed = int(tcfg["seed"])
+        random.seed(seed + self.info.rank)
+        np.random.seed((seed + self.info.rank) % 2**32)
+        torch.manual_seed(seed + self.info.rank)
+
+        # data: rank 0 makes (or reuses) splits.npz, the others read it
+        data_cfg = resolve_data_extras(cfg["data"])
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            sets = datasets_from_config(data_cfg, self.run_dir)
+        barrier(self.info)
+        if not self.info.is_main:
+            sets = datasets_from_config(data_cfg, self.run_dir)
+        train_frames, val_frames = sets["train"], sets["val"]
+        if len(train_frames) == 0:
+            raise ValueError(f"{train_frames.source}: the training split is empty (check data.n_train)")
+        self.units = dict(train_frames.units)
+
+        hp = resolve({k: (1.0 if v == "auto" else v) for k, v in cfg["model"].items()})
+        cache = bool(data_cfg["cache_graphs"])
+        self.train_graphs = GraphDataset(train_frames, hp["cutoff"], hp["max_neighbors"], self.dtype, cache, name="train")
+        self.val_graphs = (GraphDataset(val_frames, hp["cutoff"], hp["max_neighbors"], self.dtype, cache, name="val")
+                           if val_frames is not None and len(val_frames) else None)
+        self.cfg = resolve_run_config(cfg, self.units, self.train_graphs)
+        self.tcfg = self.cfg["train"]
+
+        # normalisation: fitted on the training frames, or restored
+        ncfg = self.cfg["data"]["normalization"]
+        if resume_state is not None and resume_state.get("normalization"):
+            self.normalizer = Normalizer.from_dict(resume_state["normalization"])
+        else:
+            self.normalizer = fit_normalizer(train_frames, mode=ncfg["mode"], scale=ncfg["scale"],
+                                             max_frames=ncfg.get("max_frames"), units=self.units, seed=seed)
+
+        torch.manual_seed(seed)  # identical initial weights (and EMA start) on every rank
+        self.model = build_model(self.cfg["model"], self.cfg.get("deq")).to(dtype=self.dtype)
+        torch.manual_seed(seed + self.info.rank)  # per-rank dropout streams
+        self.model.scaling.double()
+        apply_normalization(self.model, self.normalizer)
+        self.model.to(self.device)
+        fpc = getattr(self.model, "deq_cfg", {}).get("fp_correction", {})
+        self.loss_fn = ForceFieldLoss(self.tcfg["energy_loss"], self.tcfg["force_loss"], self.tcfg["energy_weight"],
+                                      self.tcfg["force_weight"], float(fpc.get("weight", 0.0)) if fpc.get("states") else 0.0)
+
+        groups = parameter_groups(self.model, self.tcfg["weight_decay"], self.tcfg["no_weight_decay"] or ())
+        self.optimizer = torch.optim.AdamW(
+            [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=float(self.tcfg["lr"]),
+            betas=tuple(self.tcfg["betas"]), eps=float(self.tcfg["eps"]),
+        )
+        self.steps_per_epoch = len(self._train_batches(0))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"no training batches: {len(self.train_graphs)} training structures for "
+                             f"{self.info.world_size} processes")
+        self.schedule = CosineWarmupSchedule(
+            self.optimizer, self.tcfg["epochs"] * self.steps_per_epoch, warmup_steps_from(self.tcfg, self.steps_per_epoch),
+            self.tcfg["lr"], self.tcfg["warmup_lr"], self.tcfg["min_lr"],
+        )
+        self.ema = ExponentialMovingAverage(self.model, self.tcfg["ema_decay"]) if self.tcfg["ema_decay"] else None
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": None, "val_forces_mae": math.inf}
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.ddp_model = wrap_ddp(self.model, self.info, bool(self.tcfg["find_unused_parameters"]))
+        self.tb = TensorBoardLog(self.run_dir / "tensorboard", bool(self.tcfg["tensorboard"]) and self.info.is_main)
+        if self.info.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+
+    # ------------------------------------------------------------------ state
+    def _train_batches(self, epoch: int) -> list[np.ndarray]:
+        return epoch_batches(len(self.train_graphs), self.tcfg["batch_size"], epoch=epoch, seed=self.tcfg["seed"],
+                             rank=self.info.rank, world_size=self.info.world_size,
+                             max_batches=self.tcfg["max_steps_per_epoch"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`_restore` needs (collective under DDP: every rank must call it)."""
+        rngs = all_gather_object(rng_state(), self.info)
+        return {
+            "dequiformer_version": __version__,
+            "config": self.cfg,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": rngs,
+            "normalization": self.normalizer.to_dict(),
+            "units": dict(self.units),
+            "elements": [int(z) for z in self.normalizer.elements],
+            "metrics": list(self.history),
+            "best": dict(self.best),
+            "world_size": self.info.world_size,
+            "dtype": self.tcfg["dtype"],
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+            else:
+                warnings.warn("resumed run turns EMA on: the average starts from the current weights", stacklevel=2)
+        self.epoch = int(state["epoch"])
+        self.step = int(state.get("step", 0))
+        self.history = list(state.get("metrics") or [])
+        self.best = dict(state.get("best") or self.best)
+        rngs = state.get("rng") or []
+        if len(rngs) == self.info.world_size:
+            set_rng_state(rngs[self.info.rank])
+        elif rngs:
+            warnings.warn(f"checkpoint was written by {len(rngs)} processes, this run has {self.info.world_size}: "
+                          f"random states are reseeded, the continuation is not bit-identical", stacklevel=2)
+
+    # ------------------------------------------------------------------ loop
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this rank's training batches; returns reduced train metrics."""
+        from tqdm.auto import tqdm
+
+        self.ddp_model.train()
+        scales = model_scales(self.model)
+        clip = self.tcfg["clip_grad_norm"]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        sums: dict[str, float] = {}
+        loss_sum, skipped = 0.0, 0
+        batches = self._train_batches(epoch)
+        show = bool(self.tcfg["progress"]) and self.info.is_main
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.tcfg['epochs']}", leave=False, file=sys.stderr,
+                   disable=None if show else True)  # None: tqdm turns itself off when stderr is not a TTY
+        for i, idx in enumerate(bar):
+            graph = self.train_graphs.batch(idx, self.device)
+            n_e, n_f = self.loss_fn.counts(graph)
+            if self.info.enabled:
+                g_e, g_f = all_reduce_sums([n_e, n_f], self.info)
+                denoms = (g_e / self.info.world_size, g_f / self.info.world_size)
+            else:
+                denoms = (n_e, n_f)
+            out = self.ddp_model(graph)
+            loss, parts = self.loss_fn(out, graph, scales, denoms)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else math.inf)
+            if not torch.isfinite(norm):  # identical on all ranks: gradients are already reduced
+                skipped += 1
+                warnings.warn(f"epoch {epoch + 1} step {i}: non-finite gradient (loss {parts['loss']}), step skipped",
+                              stacklevel=2)
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+            self.schedule.step()
+            self.step += 1
+            loss_sum += parts["loss"]
+            for key, value in error_sums(out, graph).items():
+                sums[key] = max(sums.get(key, 0.0), value) if key == "max_steps" else sums.get(key, 0.0) + value
+            if self.info.is_main:
+                bar.set_postfix(loss=f"{parts['loss']:.4g}", refresh=False)
+                if self.tcfg["log_every"] and (i + 1) % int(self.tcfg["log_every"]) == 0:
+                    print(f"  step {i + 1}/{len(batches)} loss {parts['loss']:.5g}", flush=True)
+        bar.close()
+        sums.pop("max_steps", None)
+        sums["loss"] = loss_sum
+        sums["skipped"] = float(skipped)
+        sums = all_reduce_dict(sums, self.info)
+        n_batches = max(len(batches), 1)
+
+        def ratio(a: str, b: str) -> float:
+            return sums.get(a, 0.0) / sums[b] if sums.get(b) else float("nan")
+
+        return {"loss": sums["loss"] / (self.info.world_size * n_batches), "energy_mae": ratio("energy_abs", "n_energy"),
+                "forces_mae": ratio("forces_abs", "n_forces"), "solver_steps": ratio("steps", "n_steps")}
+
+    def validate(self) -> dict[str, float] | None:
+        """Validation metrics with EMA weights when EMA is on (None without a validation set)."""
+        if self.val_graphs is None:
+            return None
+        bs = int(self.tcfg["eval_batch_size"] or self.tcfg["batch_size"])
+        if self.ema is not None:
+            with self.ema.average_parameters(self.model):
+                return evaluate(self.model, self.val_graphs, bs, self.device, self.info)
+        return evaluate(self.model, self.val_graphs, bs, self.device, self.info)
+
+    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train from ``self.epoch`` to ``train.epochs`` (or only until epoch ``stop_after``, leaving a
+        resumable run as an interrupted one would); returns the last metrics row and the best."""
+        epochs = int(self.tcfg["epochs"])
+        end = epochs if stop_after is None else min(int(stop_after), epochs)
+        if self.info.is_main and self.epoch == 0:
+            n_val = 0 if self.val_graphs is None else len(self.val_graphs)
+            print(f"training {self.cfg['model']['name']} ({sum(p.numel() for p in self.model.parameters())} "
+                  f"parameters) on {len(self.train_graphs)} structures (val {n_val}), {self.steps_per_epoch} "
+                  f"steps/epoch x {epochs} epochs, {self.info.world_size} process(es), {self.device}, "
+                  f"units {self.units['energy']}", flush=True)
+        row: dict[str, Any] = self.history[-1] if self.history else {}
+        while self.epoch < end:
+            epoch = self.epoch
+            lr = self.schedule.current_lr()
+            t0 = time.perf_counter()
+            train = self.train_epoch(epoch)
+            val = None
+            t1 = time.perf_counter()
+            if (epoch + 1) % int(self.tcfg["eval_every"] or 1) == 0 or epoch + 1 == epochs:
+                val = self.validate()
+            t2 = time.perf_counter()
+            row = {"epoch": epoch + 1, "lr": lr, "seconds": t2 - t0, "train_loss": train["loss"],
+                   "train_energy_mae": train["energy_mae"], "train_forces_mae": train["forces_mae"],
+                   "train_solver_steps": train["solver_steps"],
+                   "val_energy_mae": None if val is None else val["energy_mae"],
+                   "val_forces_mae": None if val is None else val["forces_mae"],
+                   "val_solver_steps": None if val is None else val["mean_steps"],
+                   "val_seconds": None if val is None else t2 - t1}
+            self.history.append(row)
+            self.epoch = epoch + 1
+            score = row["val_forces_mae"] if self.val_graphs is not None else row["train_forces_mae"]
+            improved = score is not None and math.isfinite(score) and score < float(self.best["val_forces_mae"])
+            if improved:
+                self.best = {"epoch": self.epoch, "val_forces_mae": float(score)}
+            state = self.state_dict()  # collective
+            if self.info.is_main:
+                save_checkpoint(state, self.run_dir / "last.pt")
+                if improved:
+                    save_checkpoint(state, self.run_dir / "best.pt")
+                write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+                self.tb.epoch(row)
+                print(_epoch_line(row, epochs, self.units["energy"]), flush=True)
+            barrier(self.info)
+        self.tb.close()
+        return {"run_dir": str(self.run_dir), "epochs": self.epoch, "units": dict(self.units), "last": row,
+                "best": dict(self.best)}
+
+
+def _epoch_line(row: dict[str, Any], epochs: int, unit: str) -> str:
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.4g}"
+
+    return (f"epoch {row['epoch']}/{epochs} lr {row['lr']:.3g} loss {f(row['train_loss'])} | train E {f(row['train_energy_mae'])} "
+            f"F {f(row['train_forces_mae'])} | val E {f(row['val_energy_mae'])} F {f(row['val_forces_mae'])} ({unit}) | "
+            f"steps {f(row['train_solver_steps'])}/{f(row['val_solver_steps'])} | {row['seconds']:.1f} s")

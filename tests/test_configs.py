@@ -1,0 +1,112 @@
+"""Every force-field preset in configs/ loads, validates and builds a model; Table 3 values."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dequiformer import build_model, load_config
+from dequiformer.train.settings import check_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FAMILIES = ("md17", "md22", "oc20", "demo")  # configs/images/ holds classifier presets, tested elsewhere
+FILES = sorted(p for family in FAMILIES for p in (CONFIGS / family).rglob("*.yaml"))
+MD17 = ("aspirin", "benzene", "ethanol", "malonaldehyde", "naphthalene", "salicylic_acid", "toluene", "uracil")
+MD22 = ("ac_ala3_nhme", "dha", "stachyose", "at_at", "at_at_cg_cg", "buckyball_catcher", "double_walled_nanotube")
+VARIANTS = {"": ("dequiformer", 1), "deq2": ("dequiformer", 2), "equiformer_v2_1": ("equiformer_v2", 1),
+            "equiformer_v2_4": ("equiformer_v2", 4), "equiformer_v2_8": ("equiformer_v2", 8)}
+SHRINK = dict(sphere_channels=8, attn_hidden_channels=8, num_heads=2, attn_alpha_channels=4, attn_value_channels=4,
+              ffn_hidden_channels=8, edge_channels=8, num_radial_basis=8, grid_resolution=None)
+
+
+def test_presets_exist():
+    names = {str(p.relative_to(CONFIGS)) for p in FILES}
+    for family, molecules in (("md17", MD17), ("md22", MD22)):
+        for mol in molecules:
+            for variant in VARIANTS:
+                assert str(Path(family, variant, f"{mol}.yaml")) in names
+    for variant in (*VARIANTS, "equiformer_v2_14"):
+        assert str(Path("oc20", variant, "s2ef_200k.yaml")) in names
+    assert {"demo/deq.yaml", "demo/explicit8.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_loads_and_validates(path):
+    cfg = load_config(path, ["train.epochs=2"])
+    check_config(cfg)
+    assert cfg["train"]["epochs"] == 2
+    if path.name != "base.yaml":
+        assert cfg["data"].get("path"), "data.path must name the data file"
+        family_dir = path.parent.name in ("md17", "md22", "oc20")
+        if family_dir or path.parent.parent.name in ("md17", "md22", "oc20"):
+            variant = "" if family_dir else path.parent.name
+            name, layers = {**VARIANTS, "equiformer_v2_14": ("equiformer_v2", 14)}[variant]
+            assert (cfg["model"]["name"], cfg["model"]["num_layers"]) == (name, layers)
+
+
+IGNORED = ("avg_num_nodes", "avg_degree", "cutoff", "max_neighbors")  # no effect on the modules built
+
+
+def _signature(model_cfg: dict) -> tuple:
+    from dequiformer.models.hparams import resolve
+
+    return tuple(sorted((k, str(v)) for k, v in resolve(model_cfg).items() if k not in IGNORED))
+
+
+def test_every_preset_builds_a_model():
+    """Every preset's model at reduced width and at most 2 blocks (stacked blocks are identical
+    modules), one build per distinct architecture."""
+    seen: dict[tuple, str] = {}
+    for path in FILES:
+        cfg = load_config(path)
+        model_cfg = {**cfg["model"], **SHRINK, "num_layers": min(cfg["model"]["num_layers"], 2)}
+        for key in ("avg_num_nodes", "avg_degree"):
+            if model_cfg.get(key, 1.0) == "auto":
+                model_cfg[key] = 10.0
+        sig = _signature(model_cfg)
+        if sig in seen:
+            continue
+        seen[sig] = str(path)
+        model = build_model(model_cfg, cfg["deq"])
+        assert len(model.blocks) == model_cfg["num_layers"], path
+        assert model.cutoff == float(cfg["model"]["cutoff"])
+    print(f"{len(seen)} distinct architectures: {sorted(seen.values())}")
+    assert len(seen) >= 4
+
+
+def test_full_size_dequiformer_preset_runs():
+    from ase.build import molecule
+
+    from dequiformer.data.graph import AtomicGraph
+
+    torch.manual_seed(0)
+    cfg = load_config(CONFIGS / "md17" / "aspirin.yaml")
+    model = build_model(cfg["model"], cfg["deq"]).eval()
+    assert model.deq_cfg["max_iter"] == 40 and model.deq_cfg["fp_correction"]["states"] == 3
+    graph = AtomicGraph.from_atoms(molecule("H2O"), cutoff=model.cutoff, max_neighbors=model.max_neighbors)
+    with torch.no_grad():
+        out = model(graph, max_iter=3)
+    assert out["forces"].shape == (3, 3) and torch.isfinite(out["energy"]).all()
+
+
+def test_table3_hyperparameters():
+    md = load_config(CONFIGS / "md17" / "aspirin.yaml")
+    m, t, d = md["model"], md["train"], md["deq"]
+    assert (m["lmax"], m["mmax"], m["sphere_channels"], m["attn_hidden_channels"], m["num_heads"]) == (3, 2, 128, 64, 8)
+    assert (m["attn_alpha_channels"], m["attn_value_channels"], m["ffn_hidden_channels"], m["edge_channels"]) == (64, 16, 128, 128)
+    assert (m["num_radial_basis"], m["grid_resolution"], m["cutoff"], m["max_neighbors"]) == (128, 14, 5.0, 500)
+    assert (m["alpha_drop"], m["path_drop"]) == (0.0, 0.05)
+    assert (t["warmup_lr"], t["lr"], t["min_lr"], t["warmup_epochs"], t["epochs"], t["batch_size"]) == (1e-6, 5e-4, 1e-6, 10, 1000, 4)
+    assert (t["force_loss"], t["force_weight"], t["energy_loss"], t["energy_weight"]) == ("l2mae", 80, "l2mae", 1)
+    assert (t["weight_decay"], t["clip_grad_norm"]) == (5e-3, 1000)
+    assert (d["solver"], d["max_iter"], d["tol"], d["reuse_tol"], d["fp_correction"]["states"]) == ("anderson", 40, 1e-4, 1e-1, 3)
+    assert md["data"]["path"] == "data/md17/md17_aspirin.npz" and md["data"]["n_train"] == 950
+    oc = load_config(CONFIGS / "oc20" / "s2ef_200k.yaml")
+    m, t = oc["model"], oc["train"]
+    assert (m["cutoff"], m["max_neighbors"], m["lmax"], m["mmax"]) == (12.0, 20, 3, 2)
+    assert (t["warmup_lr"], t["lr"], t["min_lr"], t["warmup_epochs"], t["epochs"]) == (4e-5, 2e-4, 2e-6, 0.1, 6)
+    assert (t["force_loss"], t["force_weight"], t["energy_loss"], t["energy_weight"]) == ("l2mae", 100, "mae", 2)
+    assert (t["weight_decay"], t["clip_grad_norm"]) == (1e-3, 100)
+    md22 = load_config(CONFIGS / "md22" / "buckyball_catcher.yaml")
+    assert md22["data"]["path"] == "data/md22/md22_buckyball-catcher.npz" and md22["data"]["n_train"] == 600
