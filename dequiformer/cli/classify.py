@@ -1,0 +1,139 @@
+"""``dequiformer classify train|predict|bench``: implicit conv classifiers for (graph) images.
+
+* ``train CONFIG``: Adam + cosine schedule; ``metrics.csv``, ``last.pt`` / ``best.pt``,
+  ``confusion_matrix.png`` and ``summary.json`` in the run directory; ``--resume``.
+* ``predict CONFIG|CHECKPOINT``: class probabilities of a data split -> CSV.
+* ``bench CONFIG``: the same model and seed trained with Anderson and with forward
+  iteration; time to ``train.target_accuracy``, accuracies, f evaluations per batch.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+SOLVER_CHOICES = ("anderson", "forward")
+
+
+def _common(p: argparse.ArgumentParser, config_help: str) -> None:
+    p.add_argument("config", help=config_help)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set train.epochs=5")
+    p.add_argument("--run-dir", type=Path, help="output folder (default: runs/classify/<config name>)")
+    p.add_argument("--json", help="write the report (JSON) here")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub.add_parser("train", help="train a DEQ conv classifier")
+    _common(p, "YAML config (sections model, deq, data, train)")
+    p.add_argument("--resume", nargs="?", const="last", metavar="CHECKPOINT",
+                   help="continue from CHECKPOINT (default: <run-dir>/last.pt)")
+    p = sub.add_parser("predict", help="write predictions of a trained classifier to CSV")
+    _common(p, "YAML config whose data section names the images, or a checkpoint (.pt) whose config is used")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint (default: the positional .pt or <run-dir>/best.pt)")
+    p.add_argument("--split", choices=("test", "train", "all"), default="test", help="which images (default test)")
+    p.add_argument("--out", type=Path, help="predictions CSV (default: <run-dir>/predictions_<split>.csv)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p = sub.add_parser("bench", help="Anderson vs forward iteration: time to target accuracy, f evaluations")
+    _common(p, "YAML config (sections model, deq, data, train)")
+    p.add_argument("--solvers", default="anderson,forward", help="comma-separated (default anderson,forward)")
+
+
+def _default_run_dir(config: str, action: str) -> Path:
+    stem = Path(config).stem
+    return Path("runs") / "classify" / (f"{stem}-bench" if action == "bench" else stem)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..imaging.training import train_classifier
+    from .main import write_json
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or _default_run_dir(args.config, "train")
+    resume = None
+    if args.resume is not None:
+        resume = run_dir / "last.pt" if args.resume == "last" else Path(args.resume)
+        if not resume.is_file():
+            raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+    summary = train_classifier(cfg, run_dir, resume=resume)
+    print(f"train acc {summary['train_acc']:.4f}, test acc {summary['test_acc']}, "
+          f"{summary['seconds']:.1f} s; outputs in {run_dir}")
+    write_json(args.json, summary)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..config import apply_override, load_config
+    from ..imaging.training import _device, load_classifier, load_image_splits, predict_to_csv
+    from .main import write_json
+
+    run_dir = args.run_dir or _default_run_dir(args.config, "train")
+    positional_ckpt = Path(args.config).suffix in (".pt", ".pth")
+    checkpoint = args.checkpoint or (Path(args.config) if positional_ckpt else run_dir / "best.pt")
+    device = _device(args.device)
+    model, ckpt = load_classifier(checkpoint, device)
+    if positional_ckpt:
+        cfg = copy.deepcopy(ckpt["config"])
+        for item in args.overrides:
+            apply_override(cfg, item)
+    else:
+        cfg = load_config(args.config, args.overrides)
+    splits = load_image_splits(cfg.get("data") or {})
+    class_names = list(ckpt["class_names"])
+    if len(splits.class_names) != len(class_names):
+        raise ValueError(f"{checkpoint}: model has {len(class_names)} classes but data.path "
+                         f"{cfg['data'].get('path')} has {len(splits.class_names)}")
+    if args.split == "train":
+        x, y, ids = splits.train_x, splits.train_y, splits.train_ids
+    elif args.split == "test":
+        x, y, ids = splits.test_x, splits.test_y, splits.test_ids
+    else:
+        x, y = torch.cat([splits.train_x, splits.test_x]), torch.cat([splits.train_y, splits.test_y])
+        ids = splits.train_ids + splits.test_ids
+    out = args.out or (Path(checkpoint).parent / f"predictions_{args.split}.csv")
+    report = predict_to_csv(model, class_names, x, y, ids, out, args.batch_size, device)
+    report.update(checkpoint=str(checkpoint), split=args.split, solver=model.deq["solver"])
+    acc = "n/a" if report["accuracy"] is None else f"{report['accuracy']:.4f}"
+    print(f"{report['n']} predictions ({args.split} split), accuracy {acc}; wrote {out}")
+    write_json(args.json, report)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..imaging.training import bench_solvers
+    from .main import write_json
+
+    solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    bad = [s for s in solvers if s not in SOLVER_CHOICES]
+    if bad or not solvers:
+        raise ValueError(f"--solvers: unknown solver(s) {bad}; choose from {SOLVER_CHOICES}")
+    cfg = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or _default_run_dir(args.config, "bench")
+    report = bench_solvers(cfg, run_dir, solvers)
+    print(f"{'solver':<10}{'epochs':>7}{'train_acc':>10}{'test_acc':>10}{'seconds':>9}{'to_target':>10}"
+          f"{'f_evals':>9}{'steps':>7}{'conv':>6}")
+    for r in report["rows"]:
+        to_target = "-" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.1f}"
+        test_acc = "-" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
+        print(f"{r['solver']:<10}{r['epochs']:>7d}{r['train_acc']:>10.4f}{test_acc:>10}"
+              f"{r['seconds']:>9.1f}{to_target:>10}{r['mean_f_evals']:>9.2f}{r['mean_steps']:>7.2f}"
+              f"{r['converged_fraction']:>6.2f}")
+    write_json(args.json, report)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch ``args.action``; configuration and data errors print one line and return 2."""
+    try:
+        return {"train": _train, "predict": _predict, "bench": _bench}[args.action](args)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"dequiformer classify {args.action}: error: {message}", file=sys.stderr)
+        return 2
