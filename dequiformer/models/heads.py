@@ -68,6 +68,8 @@ class OutputScaling(torch.nn.Module):
 
     ``energy = energy_scale * e + sum_atoms energy_reference[Z]``; ``forces = force_scale * f``.
     Buffers are saved in checkpoints; the trainer sets them from the training-set statistics.
+    The energy is returned in float64 whatever the model's dtype: total energies (e.g. -4e5
+    kcal/mol for MD17 aspirin) would otherwise be rounded to ~0.03 kcal/mol in float32.
     """
 
     def __init__(self, max_num_elements: int) -> None:
@@ -77,5 +79,5 @@ class OutputScaling(torch.nn.Module):
         self.register_buffer("energy_reference", torch.zeros(max_num_elements, dtype=torch.float64))
 
     def forward(self, energy: torch.Tensor, forces: torch.Tensor, ctx: EdgeContext) -> tuple[torch.Tensor, torch.Tensor]:
-        ref = scatter_sum(self.energy_reference.to(energy.dtype)[ctx.atomic_numbers], ctx.batch, ctx.num_graphs)
-        return energy * self.energy_scale.to(energy.dtype) + ref, forces * self.force_scale.to(forces.dtype)
+        ref = scatter_sum(self.energy_reference.double()[ctx.atomic_numbers], ctx.batch, ctx.num_graphs)
+        return energy.double() * self.energy_scale.double() + ref, forces * self.force_scale.to(forces.dtype)

@@ -1,10 +1,36 @@
 """Projections between spherical-harmonic coefficients and a (beta, alpha) grid on S2."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from e3nn import o3
 
 from .layout import CoefficientLayout
+
+
+@lru_cache(maxsize=None)
+def _grid_matrices(lmax: int, mmax: int, lat: int, lon: int, order: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(to_grid [B, A, K'], from_grid [B, A, K']) in float64; cached, since e3nn's grids are slow to build."""
+    layout = CoefficientLayout(lmax, mmax)
+    k = layout.num_coefficients
+    eye = torch.eye(k, dtype=torch.float64)
+    to_grid = o3.ToS2Grid(lmax, (lat, lon), normalization="integral", dtype=torch.float64)(eye)  # [K, B, A]
+    basis = torch.eye(lat * lon, dtype=torch.float64).reshape(lat * lon, lat, lon)
+    from_grid = o3.FromS2Grid((lat, lon), lmax, normalization="integral", dtype=torch.float64)(basis)  # [B*A, K]
+    from_grid = from_grid.T.reshape(k, lat, lon)
+    scale = torch.tensor([layout.truncation_rescale(int(l)) for l in layout.l_of], dtype=torch.float64)
+    to_grid = to_grid * scale[:, None, None]
+    from_grid = from_grid * scale[:, None, None]
+    if order == "l":
+        if mmax != lmax:
+            raise ValueError("l-major grids need mmax == lmax")
+        idx = torch.arange(k)
+    elif order == "m":
+        idx = layout.m_major_index
+    else:
+        raise ValueError(f"order must be 'l' or 'm', got {order!r}")
+    return to_grid[idx].permute(1, 2, 0).contiguous(), from_grid[idx].permute(1, 2, 0).contiguous()
 
 
 class S2Grid(torch.nn.Module):
@@ -29,25 +55,9 @@ class S2Grid(torch.nn.Module):
         else:
             lat = lon = int(resolution)
         self.resolution = (lat, lon)
-        k = layout.num_coefficients
-        eye = torch.eye(k, dtype=torch.float64)
-        to_grid = o3.ToS2Grid(lmax, (lat, lon), normalization="integral", dtype=torch.float64)(eye)  # [K, B, A]
-        basis = torch.eye(lat * lon, dtype=torch.float64).reshape(lat * lon, lat, lon)
-        from_grid = o3.FromS2Grid((lat, lon), lmax, normalization="integral", dtype=torch.float64)(basis)  # [B*A, K]
-        from_grid = from_grid.T.reshape(k, lat, lon)
-        scale = torch.tensor([layout.truncation_rescale(int(l)) for l in layout.l_of], dtype=torch.float64)
-        to_grid = to_grid * scale[:, None, None]
-        from_grid = from_grid * scale[:, None, None]
-        if order == "l":
-            if mmax != lmax:
-                raise ValueError("l-major grids need mmax == lmax")
-            idx = torch.arange(k)
-        elif order == "m":
-            idx = layout.m_major_index
-        else:
-            raise ValueError(f"order must be 'l' or 'm', got {order!r}")
-        self.register_buffer("to_grid_mat", to_grid[idx].permute(1, 2, 0).contiguous(), persistent=False)
-        self.register_buffer("from_grid_mat", from_grid[idx].permute(1, 2, 0).contiguous(), persistent=False)
+        to_grid, from_grid = _grid_matrices(lmax, mmax, lat, lon, order)
+        self.register_buffer("to_grid_mat", to_grid.clone(), persistent=False)
+        self.register_buffer("from_grid_mat", from_grid.clone(), persistent=False)
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bai,nic->nbac", self.to_grid_mat.to(x.dtype), x)
