@@ -16,7 +16,14 @@ from typing import Any, Sequence
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("dequiformer.cli.train", "train a force field from a YAML config (resume, torchrun)"),
+    "eval": ("dequiformer.cli.eval", "energy / force errors of a checkpoint on a data set"),
     "bench": ("dequiformer.cli.bench", "benchmarks (solver speed and f-evaluation counts)"),
+    "md": ("dequiformer.cli.md", "molecular dynamics (NVE / Langevin) with the DEQ ASE calculator"),
+    "markov": ("dequiformer.cli.markov", "warm-started vs cold forces along a trajectory (Markov check)"),
+    "relax-bench": ("dequiformer.cli.relax_bench", "relaxation benchmark: cold / reuse / relaxed-reuse vs explicit"),
+    "classify": ("dequiformer.cli.classify", "graph-image classifiers: train, predict, bench (DEQ conv, Anderson vs forward)"),
+    "demo": ("dequiformer.cli.demo", "the bundled demo: explicit vs DEQ (cold, reuse) on aspirin"),
 }
 
 
