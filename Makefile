@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast clean
+.PHONY: setup test test-fast demo clean
 
 # Idempotent: the stamp is refreshed only when pyproject.toml changes.
 setup: $(STAMP)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/dequiformer demo --threads 1 --out demo_out --json demo_out/demo.json
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-frames", type=int, default=200)
     parser.add_argument("--markov-frames", type=int, default=40)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--reuse-tol", type=float, default=1e-2,
+                        help="relative residual of warm-started DEQ solves (default 1e-2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", help="write the numbers here")
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = run_demo(args.assets, args.out, args.md_steps, args.temperature, args.dt, args.eval_frames,
-                      args.markov_frames, args.seed, progress=not args.quiet)
+                      args.markov_frames, args.seed, progress=not args.quiet, reuse_tol=args.reuse_tol)
     print(table(report))
     m = report["markov"]
     print(f"\nspeed-up of DEQ with reuse vs explicit: {report['speedup_vs_explicit']:.2f}x; "

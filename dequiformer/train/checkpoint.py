@@ -167,3 +167,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          npst["cached_gaussian"]))
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, use_ema: bool = True) -> Path:
+    """Write an inference-only copy of a training checkpoint: the (EMA) weights, config,
+    normalisation, units and elements; no optimizer, scheduler or RNG state. ``load_model``
+    reads it like any checkpoint; it cannot be resumed."""
+    state = load_checkpoint(src)
+    model = build_from_checkpoint(state, use_ema=use_ema, where=str(src))
+    keep = ("format", "version", "dequiformer_version", "config", "epoch", "step", "normalization", "units",
+            "elements", "metrics", "best", "dtype")
+    slim = {key: state[key] for key in keep if key in state}
+    slim["model"] = model.state_dict()
+    slim["ema"] = None
+    slim["exported_from"] = str(src)
+    return save_checkpoint(slim, dst)
