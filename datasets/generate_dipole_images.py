@@ -15,6 +15,9 @@ reported. The result does not depend on ``--workers``.
 Outputs in ``--out`` (default ``data/dipole_images``):
     images.npz      ImageDataset (uint8 images [n, H, W, 3], labels, class names, metadata)
     molecules.csv   id, source, formula, n_atoms, dipole x/y/z/total (Debye), label
+    structures.extxyz  the 3D geometries, one frame per kept molecule in the order of
+                    images.npz; info: id, label, label_name, dipole_debye, formula, source
+                    (for ``dequiformer classify`` with a DEQuiformer classification head)
     legend.png/.json  element colours of the elements present, image layout
     summary.json    counts, timings, label balance
 
@@ -102,6 +105,35 @@ def _results(tasks: list, workers: int):
         pool.join()
 
 
+def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+    """Write the kept molecules to an extended XYZ file (atomically), one frame per record.
+
+    Frame ``i`` is image ``i`` of ``images.npz``; its ``info`` holds ``id``, ``label``
+    (int), ``label_name``, ``dipole_debye`` (total GFN2-xTB dipole), ``formula`` and
+    ``source``. Positions are in Angstrom; molecules have no cell and no periodicity.
+    """
+    import ase.io
+    from ase import Atoms
+
+    frames = []
+    for r, label in zip(records, labels):
+        atoms = Atoms(numbers=r["numbers"], positions=r["positions"])
+        atoms.info.update(id=str(r["id"]), label=int(label), label_name=str(class_names[int(label)]),
+                          dipole_debye=float(r["dipole"][3]), formula=str(r["formula"]), source=str(r["kind"]))
+        frames.append(atoms)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if frames:
+            ase.io.write(str(tmp), frames, format="extxyz")
+        else:
+            tmp.write_text("")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from tqdm.auto import tqdm
@@ -162,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             w.writerow([r["id"], r["kind"], r["formula"], len(r["numbers"]),
                         *(f"{v:.6f}" for v in d), int(lab)])
     tmp.replace(args.out / "molecules.csv")
+    structures = write_structures(kept, labels, POLARITY_CLASSES, args.out / "structures.extxyz")
 
     summary = {
         "n_requested": args.n, "n_kept": len(kept), "n_attempted": attempted, "n_failed": n_failed,
@@ -169,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dipole_median_debye": float(np.median(dipoles[:, 3])) if kept else None,
         "workers": args.workers, "seconds_compute": round(t_compute, 2),
         "seconds_total": round(time.perf_counter() - t0, 2), "output": str(npz),
+        "structures": str(structures),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"kept {len(kept)} of {attempted} molecules tried; skipped {n_failed} "

@@ -5,6 +5,10 @@
 * ``predict CONFIG|CHECKPOINT``: class probabilities of a data split -> CSV.
 * ``bench CONFIG``: the same model and seed trained with Anderson and with forward
   iteration; time to ``train.target_accuracy``, accuracies, f evaluations per batch.
+
+A config with ``model.name: dequiformer`` (or ``equiformer_v2``) and ``task:
+classification`` learns the same labels from 3D structures (an extxyz file with
+``info["label"]``); see :mod:`dequiformer.imaging.structure_training`.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def _common(p: argparse.ArgumentParser, config_help: str) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = sub.add_parser("train", help="train a DEQ conv classifier")
+    p = sub.add_parser("train", help="train a DEQ conv (images) or DEQuiformer (3D structures) classifier")
     _common(p, "YAML config (sections model, deq, data, train)")
     p.add_argument("--resume", nargs="?", const="last", metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default: <run-dir>/last.pt)")
@@ -76,6 +80,8 @@ def _predict(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or _default_run_dir(args.config, "train")
     positional_ckpt = Path(args.config).suffix in (".pt", ".pth")
     checkpoint = args.checkpoint or (Path(args.config) if positional_ckpt else run_dir / "best.pt")
+    if _predict_structures(args, checkpoint, positional_ckpt):
+        return 0
     device = _device(args.device)
     model, ckpt = load_classifier(checkpoint, device)
     if positional_ckpt:
@@ -103,6 +109,31 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"{report['n']} predictions ({args.split} split), accuracy {acc}; wrote {out}")
     write_json(args.json, report)
     return 0
+
+
+def _predict_structures(args: argparse.Namespace, checkpoint: Path, positional_ckpt: bool) -> bool:
+    """The structure route of ``predict`` (DEQuiformer classifier); False when the images route applies."""
+    from ..config import apply_override, load_config
+    from ..imaging.structure_training import is_structure_checkpoint, predict_structure_split, uses_structure_route
+    from .main import write_json
+
+    if positional_ckpt:
+        if not is_structure_checkpoint(checkpoint):
+            return False
+        import torch
+
+        cfg = copy.deepcopy(torch.load(checkpoint, map_location="cpu", weights_only=False)["config"])
+        for item in args.overrides:
+            apply_override(cfg, item)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        if not uses_structure_route(cfg):
+            return False
+    report = predict_structure_split(checkpoint, cfg, args.split, args.out, args.batch_size, args.device)
+    acc = "n/a" if report["accuracy"] is None else f"{report['accuracy']:.4f}"
+    print(f"{report['n']} predictions ({args.split} split), accuracy {acc}; wrote {report['output']}")
+    write_json(args.json, report)
+    return True
 
 
 def _bench(args: argparse.Namespace) -> int:

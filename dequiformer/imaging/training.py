@@ -16,6 +16,12 @@ atomically), ``confusion_matrix.png`` / ``.csv`` on the test set and ``summary.j
 Epoch ``e`` visits the training images in an order drawn from ``(train.seed, e)``, so a
 resumed run sees the same batches as an uninterrupted one. Times are wall seconds of
 the training steps (evaluation excluded) unless a name says otherwise.
+
+A config whose ``model.name`` is ``dequiformer`` or ``equiformer_v2`` (``task:
+classification``) trains on 3D structures instead: :func:`train_classifier` and
+:func:`bench_solvers` hand it to :mod:`dequiformer.imaging.structure_training`, which
+splits its frames with the same :func:`split_indices`, so a structure file in the order
+of an image set gives both routes the same test molecules.
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ from .image_dataset import ImageDataset
 __all__ = [
     "DATA_DEFAULTS", "TRAIN_DEFAULTS", "ImageSplits", "resolve_config", "load_image_splits",
     "train_classifier", "load_classifier", "predict_images", "predict_to_csv", "bench_solvers",
-    "save_confusion_matrix",
+    "save_confusion_matrix", "split_indices", "write_predictions_csv",
 ]
 
 CHECKPOINT_FORMAT = "dequiformer-deq-conv-classifier/1"
@@ -110,6 +116,20 @@ def resolve_config(cfg: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- data
+def split_indices(n: int, test_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(train, test)`` row indices of a random split of ``n`` samples.
+
+    ``round(test_fraction * n)`` test rows (at least one and at most ``n - 1`` when
+    ``test_fraction > 0`` and ``n > 1``) drawn by ``numpy.random.default_rng(split_seed)``.
+    Shared by the image and the structure routes: the same order gives the same split.
+    """
+    order = np.random.default_rng(int(split_seed)).permutation(n)
+    n_test = int(round(float(test_fraction) * n))
+    if float(test_fraction) > 0 and n > 1:
+        n_test = min(max(n_test, 1), n - 1)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
 @dataclass
 class ImageSplits:
     """uint8 images ``[n, C, H, W]`` + int64 labels ``[n]`` + ids of both splits."""
@@ -153,12 +173,8 @@ def load_image_splits(data_cfg: dict) -> ImageSplits:
         if path.is_dir():
             raise ValueError(f"data.path: {path} is a folder but data.format is 'npz'")
         full = ImageDataset.load(path)
-        rng = np.random.default_rng(int(data_cfg["split_seed"]))
-        order = rng.permutation(len(full))
-        n_test = int(round(float(data_cfg["test_fraction"]) * len(full)))
-        if float(data_cfg["test_fraction"]) > 0 and len(full) > 1:
-            n_test = min(max(n_test, 1), len(full) - 1)
-        train, test = full.subset(np.sort(order[n_test:])), full.subset(np.sort(order[:n_test]))
+        train_idx, test_idx = split_indices(len(full), float(data_cfg["test_fraction"]), int(data_cfg["split_seed"]))
+        train, test = full.subset(train_idx), full.subset(test_idx)
     if data_cfg["limit"] is not None:
         train = train.subset(np.arange(min(int(data_cfg["limit"]), len(train))))
     if data_cfg["test_limit"] is not None:
@@ -337,10 +353,10 @@ METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_a
                   "eval_seconds", "elapsed_train_seconds")
 
 
-def _write_metrics(history: list[dict], path: Path) -> None:
+def _write_metrics(history: list[dict], path: Path, columns: Sequence[str] = METRIC_COLUMNS) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -409,7 +425,14 @@ def train_classifier(cfg: dict, run_dir: str | Path, *, resume: str | Path | Non
     ``mean_b_evals`` (adjoint vector-Jacobian products per batch), ``mean_steps`` (f evaluations
     until each image converged, averaged over images), ``converged_fraction`` (images whose
     forward solve reached ``deq.tol``), ``history``.
+
+    A ``model.name`` of ``dequiformer`` / ``equiformer_v2`` trains on 3D structures instead
+    (:func:`dequiformer.imaging.structure_training.train_structure_classifier`).
     """
+    from .structure_training import train_structure_classifier, uses_structure_route
+
+    if uses_structure_route(cfg):
+        return train_structure_classifier(cfg, run_dir, resume=resume, log=log)
     cfg = resolve_config(cfg)
     t = cfg["train"]
     run_dir = Path(run_dir)
@@ -513,7 +536,13 @@ def predict_to_csv(model: DEQConvClassifier, class_names: Sequence[str], x: torc
 
     Returns ``{"n", "accuracy" (None without labels), "output", "mean_f_evals"}``.
     """
-    out = predict_images(model, x, batch_size, device)
+    return write_predictions_csv(predict_images(model, x, batch_size, device), class_names, y, ids, path)
+
+
+def write_predictions_csv(out: dict[str, Any], class_names: Sequence[str], y: torch.Tensor | None,
+                          ids: Sequence[str], path: str | Path) -> dict[str, Any]:
+    """Write predictions ``out`` (``probs`` [n, classes], ``steps`` [n], ``residual`` [n],
+    ``mean_f_evals``) as CSV (atomically); returns ``{"n", "accuracy", "output", "mean_f_evals"}``."""
     pred = out["probs"].argmax(1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -541,8 +570,18 @@ def bench_solvers(cfg: dict, run_dir: str | Path, solvers: Sequence[str] = ("and
     ``seconds_to_target`` (``None`` when ``train.target_accuracy`` was not reached),
     ``mean_f_evals`` (batch f evaluations per training batch), plus ``mean_b_evals``,
     ``mean_steps`` and ``converged_fraction`` (see :func:`train_classifier`).
-    Each solver's run directory is ``<run_dir>/<solver>``.
+    Each solver's run directory is ``<run_dir>/<solver>``. A structure-route config
+    (``model.name: dequiformer``) is benchmarked the same way; the explicit ``equiformer_v2``
+    has no solver and is an error.
     """
+    from .structure_training import resolve_structure_config, uses_structure_route
+
+    structure = uses_structure_route(cfg)
+    if structure:
+        resolved = resolve_structure_config(cfg)
+        if resolved["model"].get("name") != "dequiformer":
+            raise ValueError(f"classify bench compares DEQ solvers; model.name {resolved['model'].get('name')!r} "
+                             "has no fixed-point solver (use model.name: dequiformer)")
     rows = []
     for solver in solvers:
         run_cfg = copy.deepcopy(cfg)
@@ -552,6 +591,7 @@ def bench_solvers(cfg: dict, run_dir: str | Path, solvers: Sequence[str] = ("and
         rows.append({k: s[k] for k in ("solver", "epochs", "train_acc", "test_acc", "seconds",
                                        "seconds_to_target", "mean_f_evals", "mean_b_evals", "mean_steps",
                                        "converged_fraction")})
-    resolved = resolve_config(cfg)
+    if not structure:
+        resolved = resolve_config(cfg)
     return {"rows": rows, "target_accuracy": float(resolved["train"]["target_accuracy"]),
             "data": str(resolved["data"]["path"]), "seed": resolved["train"]["seed"], "run_dir": str(run_dir)}
