@@ -43,8 +43,7 @@ from ..models import build_model
 from ..models.hparams import DEFAULTS as MODEL_DEFAULTS
 from ..models.dequiformer import resolve_deq
 from .training import (
-    METRIC_COLUMNS, _atomic_torch_save, _device, _fill, _nan_to_none, _rng_state, _set_rng_state, _write_metrics,
-    save_confusion_matrix, split_indices, write_predictions_csv,
+    METRIC_COLUMNS, _device, _fill, _fit_epochs, _nan_to_none, _set_rng_state, split_indices, write_predictions_csv,
 )
 
 __all__ = [
@@ -477,56 +476,12 @@ def train_structure_classifier(cfg: dict, run_dir: str | Path, *, resume: str | 
     log(f"{m['name']} classifier: {_num_parameters(model):,} parameters, solver {solver}, "
         f"{len(splits.train_y)} train / {len(splits.test_y)} test structures, {len(splits.class_names)} classes, "
         f"{device}")
-    eval_bs = int(t["eval_batch_size"] or t["batch_size"])
-    for epoch in range(start_epoch, t["epochs"] + 1):
-        row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row.update(_train_epoch(model, optimizer, scheduler, splits, cfg, epoch, device))
-        start = time.perf_counter()
-        test = _evaluate(model, splits.test_graphs, splits.test_y, eval_bs, device)
-        row.update(test_loss=test["loss"], test_acc=test["acc"], test_mean_f_evals=test["mean_f_evals"],
-                   test_mean_steps=test["mean_steps"], eval_seconds=time.perf_counter() - start)
-        row["elapsed_train_seconds"] = (history[-1]["elapsed_train_seconds"] if history else 0.0) + row["train_seconds"]
-        history.append(row)
-        _write_metrics(history, run_dir / "metrics.csv", STRUCTURE_METRIC_COLUMNS)
-        score = row["train_acc"] if math.isnan(row["test_acc"]) else row["test_acc"]
-        improved = score > best
-        best = max(best, score)
-        ckpt = {"format": CHECKPOINT_FORMAT, "config": cfg, "class_names": splits.class_names,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": _rng_state(),
-                "history": history, "best_test_acc": best}
-        _atomic_torch_save(ckpt, run_dir / "last.pt")
-        if improved:
-            _atomic_torch_save(ckpt, run_dir / "best.pt")
-        log(f"epoch {epoch}/{t['epochs']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-            f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f} | f evals/batch {row['mean_f_evals']:.1f} "
-            f"(backward {row['mean_b_evals']:.1f}), steps/structure {row['mean_steps']:.1f} | "
-            f"{row['train_seconds']:.1f} s")
-    if not history:
-        raise ValueError(f"nothing to train: train.epochs={t['epochs']} and the checkpoint ends there")
-    if len(splits.test_y):
-        final = _evaluate(model, splits.test_graphs, splits.test_y, eval_bs, device)
-        save_confusion_matrix(splits.test_y, final["pred"], splits.class_names, run_dir / "confusion_matrix.png",
-                              f"test accuracy {final['acc']:.3f} ({m['name']}, {solver}, epoch {history[-1]['epoch']})")
-    target = float(t["target_accuracy"])
-    reached = [r for r in history if r["train_acc"] >= target]
-    summary = {
-        "run_dir": str(run_dir), "route": "structure", "model": m["name"], "solver": solver,
-        "epochs": history[-1]["epoch"], "train_acc": history[-1]["train_acc"],
-        "test_acc": _nan_to_none(history[-1]["test_acc"]), "best_test_acc": _nan_to_none(best),
-        "seconds": history[-1]["elapsed_train_seconds"], "target_accuracy": target,
-        "seconds_to_target": reached[0]["elapsed_train_seconds"] if reached else None,
-        "mean_f_evals": float(np.mean([r["mean_f_evals"] for r in history])),
-        "mean_b_evals": float(np.mean([r["mean_b_evals"] for r in history])),
-        "mean_steps": float(np.mean([r["mean_steps"] for r in history])),
-        "converged_fraction": float(np.mean([r["converged_fraction"] for r in history])),
-        "parameters": _num_parameters(model),
-        "history": [{k: _nan_to_none(v) for k, v in r.items()} for r in history],
-    }
-    from ..cli.main import write_json
-
-    write_json(run_dir / "summary.json", summary)
-    return summary
+    return _fit_epochs(model, optimizer, scheduler, splits, cfg, device, run_dir, history, best, start_epoch,
+                       train_epoch=_train_epoch, evaluate=_evaluate, test_inputs=splits.test_graphs,
+                       checkpoint_format=CHECKPOINT_FORMAT, solver=solver, parameters=_num_parameters(model),
+                       log=log, metric_columns=STRUCTURE_METRIC_COLUMNS, test_extras=("mean_steps",),
+                       log_extra=lambda row: f", steps/structure {row['mean_steps']:.1f}",
+                       matrix_label=f"{m['name']}, {solver}", summary_head={"route": "structure", "model": m["name"]})
 
 
 # --------------------------------------------------------------------------- predict

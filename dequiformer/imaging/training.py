@@ -473,22 +473,44 @@ def train_classifier(cfg: dict, run_dir: str | Path, *, resume: str | Path | Non
         log(f"resumed from {resume} after epoch {ckpt['epoch']}")
     log(f"deq_conv: {model.num_parameters():,} parameters, solver {model.deq['solver']}, "
         f"{len(splits.train_y)} train / {len(splits.test_y)} test images, {len(splits.class_names)} classes, {device}")
+    return _fit_epochs(model, optimizer, scheduler, splits, cfg, device, run_dir, history, best, start_epoch,
+                       train_epoch=_train_epoch, evaluate=_evaluate, test_inputs=splits.test_x,
+                       checkpoint_format=CHECKPOINT_FORMAT, solver=model.deq["solver"],
+                       parameters=model.num_parameters(), log=log)
+
+
+def _fit_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, splits: Any, cfg: dict,
+                device: torch.device, run_dir: Path, history: list[dict], best: float, start_epoch: int, *,
+                train_epoch: Callable[..., dict], evaluate: Callable[..., dict], test_inputs: Any,
+                checkpoint_format: str, solver: str, parameters: int, log: Callable[[str], None],
+                metric_columns: Sequence[str] = METRIC_COLUMNS, test_extras: Sequence[str] = (),
+                log_extra: Callable[[dict], str] = lambda row: "", matrix_label: str | None = None,
+                summary_head: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The epoch loop shared by the image and structure routes: per epoch train, evaluate on
+    ``(test_inputs, splits.test_y)``, append to ``metrics.csv``, save ``last.pt`` / ``best.pt``
+    and log; then the confusion matrix and ``summary.json``. Returns the summary.
+
+    ``test_extras``: keys of ``evaluate``'s result also stored as ``test_<key>`` row fields;
+    ``log_extra(row)``: text appended after the backward f evaluations in the epoch line;
+    ``matrix_label``: the confusion-matrix title's label (default ``solver``);
+    ``summary_head``: summary fields placed between ``run_dir`` and ``solver``.
+    """
+    t = cfg["train"]
     eval_bs = int(t["eval_batch_size"] or t["batch_size"])
     for epoch in range(start_epoch, t["epochs"] + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
-        row.update(_train_epoch(model, optimizer, scheduler, splits, cfg, epoch, device))
+        row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_epoch(model, optimizer, scheduler, splits, cfg, epoch, device))
         start = time.perf_counter()
-        test = _evaluate(model, splits.test_x, splits.test_y, eval_bs, device)
+        test = evaluate(model, test_inputs, splits.test_y, eval_bs, device)
         row.update(test_loss=test["loss"], test_acc=test["acc"], test_mean_f_evals=test["mean_f_evals"],
-                   eval_seconds=time.perf_counter() - start)
+                   **{f"test_{k}": test[k] for k in test_extras}, eval_seconds=time.perf_counter() - start)
         row["elapsed_train_seconds"] = (history[-1]["elapsed_train_seconds"] if history else 0.0) + row["train_seconds"]
         history.append(row)
-        _write_metrics(history, run_dir / "metrics.csv")
+        _write_metrics(history, run_dir / "metrics.csv", metric_columns)
         score = row["train_acc"] if math.isnan(row["test_acc"]) else row["test_acc"]
         improved = score > best
         best = max(best, score)
-        ckpt = {"format": CHECKPOINT_FORMAT, "config": cfg, "class_names": splits.class_names,
+        ckpt = {"format": checkpoint_format, "config": cfg, "class_names": splits.class_names,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": _rng_state(),
                 "history": history, "best_test_acc": best}
@@ -497,17 +519,18 @@ def train_classifier(cfg: dict, run_dir: str | Path, *, resume: str | Path | Non
             _atomic_torch_save(ckpt, run_dir / "best.pt")
         log(f"epoch {epoch}/{t['epochs']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
             f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f} | f evals/batch {row['mean_f_evals']:.1f} "
-            f"(backward {row['mean_b_evals']:.1f}) | {row['train_seconds']:.1f} s")
+            f"(backward {row['mean_b_evals']:.1f}){log_extra(row)} | {row['train_seconds']:.1f} s")
     if not history:
         raise ValueError(f"nothing to train: train.epochs={t['epochs']} and the checkpoint ends there")
     if len(splits.test_y):
-        final = _evaluate(model, splits.test_x, splits.test_y, eval_bs, device)
+        final = evaluate(model, test_inputs, splits.test_y, eval_bs, device)
         save_confusion_matrix(splits.test_y, final["pred"], splits.class_names, run_dir / "confusion_matrix.png",
-                              f"test accuracy {final['acc']:.3f} ({model.deq['solver']}, epoch {history[-1]['epoch']})")
+                              f"test accuracy {final['acc']:.3f} ({matrix_label or solver}, "
+                              f"epoch {history[-1]['epoch']})")
     target = float(t["target_accuracy"])
     reached = [r for r in history if r["train_acc"] >= target]
     summary = {
-        "run_dir": str(run_dir), "solver": model.deq["solver"], "epochs": history[-1]["epoch"],
+        "run_dir": str(run_dir), **(summary_head or {}), "solver": solver, "epochs": history[-1]["epoch"],
         "train_acc": history[-1]["train_acc"], "test_acc": _nan_to_none(history[-1]["test_acc"]),
         "best_test_acc": _nan_to_none(best), "seconds": history[-1]["elapsed_train_seconds"],
         "target_accuracy": target,
@@ -516,7 +539,7 @@ def train_classifier(cfg: dict, run_dir: str | Path, *, resume: str | Path | Non
         "mean_b_evals": float(np.mean([r["mean_b_evals"] for r in history])),
         "mean_steps": float(np.mean([r["mean_steps"] for r in history])),
         "converged_fraction": float(np.mean([r["converged_fraction"] for r in history])),
-        "parameters": model.num_parameters(), "history": [{k: _nan_to_none(v) for k, v in r.items()} for r in history],
+        "parameters": parameters, "history": [{k: _nan_to_none(v) for k, v in r.items()} for r in history],
     }
     from ..cli.main import write_json
 
