@@ -43,7 +43,8 @@ from ..models import build_model
 from ..models.hparams import DEFAULTS as MODEL_DEFAULTS
 from ..models.dequiformer import resolve_deq
 from .training import (
-    METRIC_COLUMNS, _device, _fill, _fit_epochs, _nan_to_none, _set_rng_state, split_indices, write_predictions_csv,
+    METRIC_COLUMNS, _device, _fill, _fit_epochs, _nan_to_none, _optimizer_and_resume, split_indices,
+    write_predictions_csv,
 )
 
 __all__ = [
@@ -444,34 +445,8 @@ def train_structure_classifier(cfg: dict, run_dir: str | Path, *, resume: str | 
     cfg["model"] = _complete_model_cfg(cfg["model"], splits)
     torch.manual_seed(int(t["seed"]))
     model = _build(cfg, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
-    steps = math.ceil(len(splits.train_y) / t["batch_size"])
-    if t["max_steps_per_epoch"]:
-        steps = min(steps, int(t["max_steps_per_epoch"]))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t["epochs"] * steps,
-                                                           eta_min=float(t["min_lr"]))
-    history: list[dict] = []
-    best, start_epoch = -1.0, 1
-    if resume is not None:
-        ckpt = torch.load(resume, map_location=device, weights_only=False) if Path(resume).is_file() else None
-        if ckpt is None or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise FileNotFoundError(f"--resume: {resume} is not a structure classifier checkpoint "
-                                    "written by this trainer")
-        for section in ("model", "data"):
-            if ckpt["config"][section] != cfg[section]:
-                diff = sorted(k for k in set(cfg[section]) | set(ckpt["config"][section])
-                              if cfg[section].get(k) != ckpt["config"][section].get(k))
-                raise ValueError(f"--resume: {resume} was trained with different {section} settings ({diff})")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scheduler.T_max != t["epochs"] * steps:
-            log(f"note: train.epochs is now {t['epochs']} (cosine schedule length {scheduler.T_max} -> "
-                f"{t['epochs'] * steps} steps)")
-            scheduler.T_max = t["epochs"] * steps
-        _set_rng_state(ckpt["rng"])
-        history, best, start_epoch = list(ckpt["history"]), float(ckpt["best_test_acc"]), int(ckpt["epoch"]) + 1
-        log(f"resumed from {resume} after epoch {ckpt['epoch']}")
+    optimizer, scheduler, history, best, start_epoch = _optimizer_and_resume(
+        model, cfg, len(splits.train_y), resume, device, CHECKPOINT_FORMAT, "structure classifier", log)
     solver = _solver_name(model)
     log(f"{m['name']} classifier: {_num_parameters(model):,} parameters, solver {solver}, "
         f"{len(splits.train_y)} train / {len(splits.test_y)} test structures, {len(splits.class_names)} classes, "

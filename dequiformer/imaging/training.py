@@ -412,6 +412,44 @@ def _train_epoch(model: DEQConvClassifier, optimizer: torch.optim.Optimizer, sch
             "converged_fraction": float(np.mean(converged)), "train_seconds": seconds}
 
 
+
+def _optimizer_and_resume(model: torch.nn.Module, cfg: dict, n_train: int, resume: str | Path | None,
+                          device: torch.device, checkpoint_format: str, kind: str,
+                          log: Callable[[str], None]) -> tuple[Any, Any, list[dict], float, int]:
+    """Adam + per-step cosine schedule for ``cfg["train"]``; with ``resume`` the state of a
+    checkpoint of ``checkpoint_format`` (refused when its model/data settings differ).
+
+    Returns ``(optimizer, scheduler, history, best_test_acc, start_epoch)``.
+    """
+    t = cfg["train"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
+    steps = math.ceil(n_train / t["batch_size"])
+    if t["max_steps_per_epoch"]:
+        steps = min(steps, int(t["max_steps_per_epoch"]))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t["epochs"] * steps,
+                                                           eta_min=float(t["min_lr"]))
+    if resume is None:
+        return optimizer, scheduler, [], -1.0, 1
+    ckpt = torch.load(resume, map_location=device, weights_only=False) if Path(resume).is_file() else None
+    if ckpt is None or ckpt.get("format") != checkpoint_format:
+        raise FileNotFoundError(f"--resume: {resume} is not a {kind} checkpoint written by this trainer")
+    for section in ("model", "data"):
+        if ckpt["config"][section] != cfg[section]:
+            diff = sorted(k for k in set(cfg[section]) | set(ckpt["config"][section])
+                          if cfg[section].get(k) != ckpt["config"][section].get(k))
+            raise ValueError(f"--resume: {resume} was trained with different {section} settings ({diff})")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scheduler.T_max != t["epochs"] * steps:  # train.epochs changed: stretch the remaining cosine
+        log(f"note: train.epochs is now {t['epochs']} (cosine schedule length {scheduler.T_max} -> "
+            f"{t['epochs'] * steps} steps)")
+        scheduler.T_max = t["epochs"] * steps
+    _set_rng_state(ckpt["rng"])
+    log(f"resumed from {resume} after epoch {ckpt['epoch']}")
+    return optimizer, scheduler, list(ckpt["history"]), float(ckpt["best_test_acc"]), int(ckpt["epoch"]) + 1
+
+
 def train_classifier(cfg: dict, run_dir: str | Path, *, resume: str | Path | None = None,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train :class:`DEQConvClassifier` as configured; write the run directory; return a summary.
@@ -444,33 +482,8 @@ def train_classifier(cfg: dict, run_dir: str | Path, *, resume: str | Path | Non
     cfg["model"] = _complete_model_cfg(cfg["model"], splits)
     torch.manual_seed(int(t["seed"]))
     model = DEQConvClassifier.from_config(cfg["model"], cfg["deq"]).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
-    steps = math.ceil(len(splits.train_y) / t["batch_size"])
-    if t["max_steps_per_epoch"]:
-        steps = min(steps, int(t["max_steps_per_epoch"]))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t["epochs"] * steps,
-                                                           eta_min=float(t["min_lr"]))
-    history: list[dict] = []
-    best, start_epoch = -1.0, 1
-    if resume is not None:
-        ckpt = torch.load(resume, map_location=device, weights_only=False) if Path(resume).is_file() else None
-        if ckpt is None or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise FileNotFoundError(f"--resume: {resume} is not a classifier checkpoint written by this trainer")
-        for section in ("model", "data"):
-            if ckpt["config"][section] != cfg[section]:
-                diff = sorted(k for k in set(cfg[section]) | set(ckpt["config"][section])
-                              if cfg[section].get(k) != ckpt["config"][section].get(k))
-                raise ValueError(f"--resume: {resume} was trained with different {section} settings ({diff})")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scheduler.T_max != t["epochs"] * steps:  # train.epochs changed: stretch the remaining cosine
-            log(f"note: train.epochs is now {t['epochs']} (cosine schedule length {scheduler.T_max} -> "
-                f"{t['epochs'] * steps} steps)")
-            scheduler.T_max = t["epochs"] * steps
-        _set_rng_state(ckpt["rng"])
-        history, best, start_epoch = list(ckpt["history"]), float(ckpt["best_test_acc"]), int(ckpt["epoch"]) + 1
-        log(f"resumed from {resume} after epoch {ckpt['epoch']}")
+    optimizer, scheduler, history, best, start_epoch = _optimizer_and_resume(
+        model, cfg, len(splits.train_y), resume, device, CHECKPOINT_FORMAT, "classifier", log)
     log(f"deq_conv: {model.num_parameters():,} parameters, solver {model.deq['solver']}, "
         f"{len(splits.train_y)} train / {len(splits.test_y)} test images, {len(splits.class_names)} classes, {device}")
     return _fit_epochs(model, optimizer, scheduler, splits, cfg, device, run_dir, history, best, start_epoch,
