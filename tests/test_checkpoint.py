@@ -20,12 +20,6 @@ cli.COMMANDS.setdefault("train", ("dequiformer.cli.train", "train a force field"
 cli.COMMANDS.setdefault("eval", ("dequiformer.cli.eval", "evaluate a checkpoint"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -52,13 +52,6 @@ def write_config(tmp_path: Path, data_path: Path, **sections: dict) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -44,12 +44,6 @@ def write_tiny_checkpoint(path: Path, explicit: bool = False, seed: int = 0) -> 
     return save_checkpoint(state, path)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ from dequiformer.imaging.structure_training import (
 )
 from dequiformer.imaging.training import load_image_splits, split_indices
 
-torch.set_num_threads(1)
 climain.COMMANDS.setdefault("classify", ("dequiformer.cli.classify", "graph-image classifiers"))
 ROOT = Path(__file__).resolve().parents[1]
 

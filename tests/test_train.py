@@ -73,13 +73,6 @@ def ethanol_npz(tmp_path_factory) -> Path:
     return write_ethanol_npz(tmp_path_factory.mktemp("data") / "ethanol_emt.npz")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared: one intra-op thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ pure pieces
