@@ -9,7 +9,7 @@ import pytest
 from ase.build import molecule
 
 from dequiformer.cli import main as climain
-from test_md import one_thread, write_tiny_checkpoint  # noqa: F401  (fixture re-used)
+from test_md import write_tiny_checkpoint
 
 climain.COMMANDS.setdefault("markov", ("dequiformer.cli.markov", "warm-start vs cold forces (Markov check)"))
 

@@ -9,7 +9,7 @@ import pytest
 
 from dequiformer.cli import main as climain
 from dequiformer.simulate.relax_bench import start_structures
-from test_md import one_thread, write_tiny_checkpoint  # noqa: F401  (fixture re-used)
+from test_md import write_tiny_checkpoint
 
 climain.COMMANDS.setdefault("relax-bench", ("dequiformer.cli.relax_bench", "relaxation benchmark"))
 
