@@ -60,18 +60,10 @@ def molecule_from_smiles(smiles: str, seed: int = 0):
     """``(ase.Atoms, formal charge)`` from SMILES: add H, ETKDG embedding, MMFF optimisation."""
     from ase import Atoms
     from rdkit import Chem
-    from rdkit.Chem import AllChem
 
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
-    mol = Chem.AddHs(mol)
-    params = AllChem.ETKDGv3()
-    params.randomSeed = int(seed)
-    if AllChem.EmbedMolecule(mol, params) != 0:
-        raise RuntimeError(f"RDKit ETKDG embedding failed for SMILES {smiles!r}")
-    if AllChem.MMFFHasAllMoleculeParams(mol):
-        AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
+    from dequiformer.imaging.molecules import embed_rdkit
+
+    mol = embed_rdkit(smiles, seed, max_iters=2000, uff_fallback=False)
     positions = mol.GetConformer().GetPositions()
     numbers = [atom.GetAtomicNum() for atom in mol.GetAtoms()]
     return Atoms(numbers=numbers, positions=positions), Chem.GetFormalCharge(mol)

@@ -72,23 +72,33 @@ def molecule_seed(key: str, seed: int) -> int:
     return (zlib.crc32(key.encode()) ^ (seed * 2654435761)) % (2**31 - 1)
 
 
-def embed_smiles(smiles: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """ETKDG + MMFF (UFF fallback) geometry of ``smiles`` with explicit H: (Z [N], positions [N, 3] A)."""
+def embed_rdkit(smiles: str, seed: int, max_iters: int = 1000, uff_fallback: bool = True):
+    """RDKit molecule of ``smiles`` with explicit H and one 3D conformer: ETKDG embedding (``seed``)
+    then MMFF optimisation (UFF when MMFF lacks parameters and ``uff_fallback``).
+
+    Raises ValueError for an unparsable SMILES and RuntimeError when embedding fails.
+    """
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
-        raise ValueError(f"invalid SMILES {smiles!r}")
+        raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
     mol = Chem.AddHs(mol)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     if AllChem.EmbedMolecule(mol, params) != 0:
-        raise RuntimeError(f"ETKDG embedding failed for {smiles!r}")
+        raise RuntimeError(f"RDKit ETKDG embedding failed for SMILES {smiles!r}")
     if AllChem.MMFFHasAllMoleculeParams(mol):
-        AllChem.MMFFOptimizeMolecule(mol, maxIters=1000)
-    else:
-        AllChem.UFFOptimizeMolecule(mol, maxIters=1000)
+        AllChem.MMFFOptimizeMolecule(mol, maxIters=max_iters)
+    elif uff_fallback:
+        AllChem.UFFOptimizeMolecule(mol, maxIters=max_iters)
+    return mol
+
+
+def embed_smiles(smiles: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """ETKDG + MMFF (UFF fallback) geometry of ``smiles`` with explicit H: (Z [N], positions [N, 3] A)."""
+    mol = embed_rdkit(smiles, seed)
     numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
     return numbers, np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64)
 
