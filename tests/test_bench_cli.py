@@ -13,3 +13,42 @@ def test_bench_solver_json_fields(tmp_path):
         assert set(case) >= {"solver", "f_evals_mean", "seconds", "residual_max"}
         assert 1 <= case["f_evals_mean"] <= 4 and case["seconds"] > 0 and case["residual_max"] >= 0
     assert report["num_graphs"] == 3
+
+
+def test_bench_accuracy_end_to_end_on_tiny_data(tmp_path):
+    import yaml
+
+    from test_train import tiny_config, write_ethanol_npz
+
+    data = write_ethanol_npz(tmp_path / "train.npz", n=20)
+    heldout = write_ethanol_npz(tmp_path / "heldout.npz", n=6, seed=5)
+    deq = tiny_config(data, epochs=2, max_steps_per_epoch=2)
+    explicit = tiny_config(data, epochs=2, max_steps_per_epoch=2)
+    explicit["model"].update(name="equiformer_v2", num_layers=2)
+    paths = []
+    for name, cfg in (("tiny_deq", deq), ("tiny_explicit", explicit)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        paths.append(str(path))
+    out = tmp_path / "acc.json"
+    argv = ["bench", "accuracy", *paths, "--data", str(data), "--heldout", str(heldout), "--epochs", "2",
+            "--out", str(tmp_path / "bench"), "--json", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    fields = {"model", "params", "seconds", "epochs", "energy_mae", "forces_mae", "units", "train_peak_rss_mb",
+              "train_ms_per_step", "fwd_steps", "bwd_steps"}
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"tiny_deq", "tiny_explicit"}
+    for row in rows.values():
+        assert fields <= set(row)
+        assert row["epochs"] == 2 and row["params"] > 0 and row["energy_mae"] > 0 and row["forces_mae"] > 0
+        assert row["train_peak_rss_mb"] > 0 and row["train_ms_per_step"] > 0 and row["units"]["energy"] == "kcal/mol"
+        assert len(row["curve"]) == 2
+    assert rows["tiny_explicit"]["fwd_steps"] == 2 and rows["tiny_explicit"]["bwd_steps"] is None
+    assert rows["tiny_deq"]["bwd_steps"] > 0
+    assert (tmp_path / "bench" / "learning_curves.png").stat().st_size > 0
+
+
+def test_bench_accuracy_names_a_missing_config(tmp_path, capsys):
+    assert main(["bench", "accuracy", str(tmp_path / "nope.yaml"), "--data", str(tmp_path / "x.npz")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err

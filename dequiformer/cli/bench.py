@@ -1,4 +1,5 @@
-"""``dequiformer bench solver``: fixed-point solver speed and f-evaluation counts."""
+"""``dequiformer bench solver | accuracy``: solver speed and f-evaluation counts; accuracy of
+several configs trained on the same data under the same budget."""
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the report here")
 
+    a = sub.add_parser("accuracy", help="train configs on the same data and budget, evaluate on a held-out file")
+    a.add_argument("configs", nargs="*", help="YAML configs (default: the demo's DEQ and 8-block explicit model)")
+    a.add_argument("--data", required=True, help="training data (the configs' data.path is replaced by it)")
+    a.add_argument("--heldout", default=None,
+                   help="held-out file to evaluate on (default: the bundled aspirin_heldout.npz)")
+    budget = a.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="train every config for this many epochs")
+    budget.add_argument("--seconds", type=float,
+                        help="wall-clock budget per config (training stops after the epoch that exhausts it)")
+    a.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                   help="overrides applied to every config")
+    a.add_argument("--parallel", type=int, default=2, help="configs trained at the same time (default 2)")
+    a.add_argument("--threads", type=int, default=1, help="threads per training process (default 1)")
+    a.add_argument("--out", default="bench_accuracy", help="output folder (runs, logs, PNG)")
+    a.add_argument("--json", help="write the report here (default OUT/accuracy.json)")
+
 
 def run(args: argparse.Namespace) -> int:
+    if args.bench == "accuracy":
+        return _run_accuracy(args)
+    return _run_solver(args)
+
+
+def _run_accuracy(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..bench.accuracy import DEFAULT_CONFIGS, plot_learning_curves, run_accuracy_benchmark
+    from ..demo import ASSETS
+    from .main import write_json
+
+    configs = args.configs or list(DEFAULT_CONFIGS)
+    missing = [c for c in configs + [args.data] if not Path(c).exists()]
+    if missing:
+        print(f"dequiformer bench accuracy: error: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    heldout = args.heldout or str(ASSETS / "aspirin_heldout.npz")
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.seconds is not None:
+        overrides.append(f"train.max_seconds={args.seconds}")
+    try:
+        report = run_accuracy_benchmark(configs, args.data, heldout, args.out, overrides, args.parallel, args.threads)
+    except (RuntimeError, ValueError) as exc:
+        print(f"dequiformer bench accuracy: error: {exc}", file=sys.stderr)
+        return 2
+    report["plot"] = str(plot_learning_curves(report, Path(args.out) / "learning_curves.png"))
+    print(f"{'model':<16}{'params':>10}{'min':>7}{'epochs':>7}{'E MAE':>9}{'F MAE':>9}{'peak MB':>9}"
+          f"{'+MB':>7}{'ms/step':>9}{'fwd':>6}{'bwd':>6}   ({report['rows'][0]['units']['energy']})")
+    for r in report["rows"]:
+        def num(x: float | None, fmt: str) -> str:
+            return "-" if x is None else format(x, fmt)
+
+        print(f"{r['model']:<16}{r['params']:>10d}{r['seconds'] / 60:>7.1f}{r['epochs']:>7d}{r['energy_mae']:>9.3f}"
+              f"{r['forces_mae']:>9.3f}{r['train_peak_rss_mb']:>9.0f}{r['train_rss_growth_mb']:>7.0f}"
+              f"{num(r['train_ms_per_step'], '.0f'):>9}{num(r['fwd_steps'], '.1f'):>6}{num(r['bwd_steps'], '.1f'):>6}")
+    write_json(args.json or Path(args.out) / "accuracy.json", report)
+    return 0
+
+
+def _run_solver(args: argparse.Namespace) -> int:
     from ..bench.solver import BENCH_MODEL, bench_batch, run_solver_benchmark
     from ..models import build_model
     from .main import write_json

@@ -27,6 +27,20 @@ def _as_solver(solver: str | Callable) -> Callable:
     return solver if callable(solver) else get_solver(solver)
 
 
+def _recomputed(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``f`` under activation checkpointing: its graph is rebuilt in backward, not stored.
+
+    ``f`` must be deterministic between forward and backward (random masks fixed), which the
+    solver semantics already require.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def run(z: torch.Tensor) -> torch.Tensor:
+        return checkpoint(f, z, use_reentrant=False)
+
+    return run
+
+
 def _attach_ift(
     f_star: torch.Tensor,
     f: Callable[[torch.Tensor], torch.Tensor],
@@ -79,6 +93,7 @@ def fixed_point_with_grad(
     phantom_tau: float = 1.0,
     n_states: int = 0,
     trace: bool = False,
+    recompute: bool = False,
 ) -> tuple[torch.Tensor, SolverStats, list[torch.Tensor]]:
     """Solve ``z = f(z)`` per graph and return the fixed point with the requested gradient.
 
@@ -98,6 +113,10 @@ def fixed_point_with_grad(
         phantom_steps, phantom_tau: phantom gradient steps (>= 1) and damping in ``(0, 1]``.
         n_states: intermediate iterates to return for fixed-point correction.
         trace: record per-evaluation residuals in ``stats.trace``.
+        recompute: keep no activations of the tracked evaluations ``f(z*)`` and ``f(s)``
+            between forward and backward; each is recomputed when its gradient is needed
+            (activation checkpointing), so the memory held for backward is that of one layer
+            evaluation at a time, not ``1 + n_states``, for ``1 + n_states`` extra ``f`` calls.
 
     Returns:
         ``(z_out [N, *feat], stats, correction_states)``.
@@ -130,7 +149,8 @@ def fixed_point_with_grad(
     if grad == "none" or not torch.is_grad_enabled():
         return z_star, stats, []
 
-    f_star = f(z_star)
+    tracked = _recomputed(f) if recompute else f
+    f_star = tracked(z_star)
     stats.nfe += 1
     if not f_star.requires_grad:
         return z_star, stats, []
@@ -151,6 +171,6 @@ def fixed_point_with_grad(
             z_out = (1.0 - tau) * z_out + tau * f(z_out)
             stats.nfe += 1
 
-    corrections = [f(state) for state in stats.states]
+    corrections = [tracked(state) for state in stats.states]
     stats.nfe += len(corrections)
     return z_out, stats, corrections

@@ -91,6 +91,16 @@ class WarmStartStore:
         else:
             self._entries.pop(key, None)
 
+    def state_dict(self) -> dict[str, list]:
+        """Entries as plain lists of tensors (``torch.load(weights_only=True)``-safe)."""
+        keys = list(self._entries)
+        return {"keys": keys, "states": [self._entries[k][0] for k in keys],
+                "species": [torch.from_numpy(self._entries[k][1]) for k in keys]}
+
+    def load_state_dict(self, state: dict[str, list]) -> None:
+        """Replace all entries by those of :meth:`state_dict`'s output."""
+        self._entries = {k: (z.clone(), _species(s)) for k, z, s in zip(state["keys"], state["states"], state["species"])}
+
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 

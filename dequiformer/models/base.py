@@ -86,6 +86,10 @@ class ForceFieldModel(torch.nn.Module):
         energy, forces = self.scaling(self.energy_head(h, ctx), self.force_head(h, ctx), ctx)
         return {"energy": energy, "forces": forces}
 
+    def decode_correction(self, h: torch.Tensor, ctx: EdgeContext) -> dict[str, torch.Tensor]:
+        """Heads on one fixed-point correction state (training only); see DEQuiformer."""
+        return self.decode(h, ctx)
+
     def trunk(self, x: torch.Tensor, ctx: EdgeContext, **kwargs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
 
@@ -95,6 +99,6 @@ class ForceFieldModel(torch.nn.Module):
         out: dict[str, Any] = self.decode(h, ctx)
         corrections = extras.pop("correction_states", None)
         if corrections:
-            out["correction"] = [self.decode(s, ctx) for s in corrections]
+            out["correction"] = [self.decode_correction(s, ctx) for s in corrections]
         out.update(extras)
         return out

@@ -6,7 +6,9 @@ from typing import Any
 
 import torch
 
+from ..data.graph import AtomicGraph
 from ..deq import fixed_point_with_grad
+from ..deq.diagnostics import jacobian_spectral_radius
 from ..nn.context import EdgeContext
 from ..nn.scatter import scatter_sum
 from .base import ForceFieldModel
@@ -24,6 +26,10 @@ DEQ_DEFAULTS: dict[str, Any] = {
     "b_tol": 1e-4,
     "b_max_iter": 40,
     "fp_correction": {"states": 3, "weight": 0.8},
+    # training memory: the tracked layer evaluations (f(z*) and the correction states) and the
+    # heads on each correction state are recomputed in backward instead of being stored, so
+    # one of them is alive at a time (activation checkpointing; costs 1 + states extra f calls)
+    "recompute": True,
 }
 
 
@@ -76,6 +82,31 @@ class DEQuiformer(ForceFieldModel):
         for block in self.blocks:
             h = block(h, ctx)
         return h
+
+    def jacobian_radius(self, graph: AtomicGraph, iters: int = 10) -> torch.Tensor:
+        """Spectral radius estimate ``[B]`` of the implicit layer's Jacobian at each graph's fixed
+        point (eval mode, no dropout); above ~1 the layer is no longer contractive."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                ctx, x = self.prepare(graph)
+                z, _ = self.trunk(x, ctx)
+            shape, n = x.shape, x.shape[0]
+
+            def f(v: torch.Tensor) -> torch.Tensor:
+                return self.implicit_layer(v.view(shape), x, ctx).reshape(n, -1)
+
+            return jacobian_spectral_radius(f, z.reshape(n, -1), ctx.batch, ctx.num_graphs, iters=iters)
+        finally:
+            self.train(was_training)
+
+    def decode_correction(self, h: torch.Tensor, ctx: EdgeContext) -> dict[str, torch.Tensor]:
+        if not self.deq_cfg["recompute"]:
+            return self.decode(h, ctx)
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(self.decode, h, ctx, use_reentrant=False)
 
     def _partial_layer(self, x: torch.Tensor, ctx: EdgeContext, shape: torch.Size):
         """``evaluate_rows(z, active_rows)`` for the solvers: the layer on the still-unconverged
@@ -134,7 +165,7 @@ class DEQuiformer(ForceFieldModel):
             f, z0, ctx.batch, ctx.num_graphs, solver=solver, solver_kwargs=solver_kwargs, tol=float(tol),
             max_iter=int(max_iter or cfg["max_iter"]), grad=cfg["grad"], b_tol=float(cfg["b_tol"]),
             b_max_iter=int(cfg["b_max_iter"]), phantom_steps=int(cfg["phantom_steps"]),
-            phantom_tau=float(cfg["phantom_tau"]), n_states=n_states, trace=trace,
+            phantom_tau=float(cfg["phantom_tau"]), n_states=n_states, trace=trace, recompute=bool(cfg["recompute"]),
         )
         z = z.view(shape)
         return z, {

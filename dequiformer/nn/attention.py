@@ -111,6 +111,6 @@ class SO2EquivariantGraphAttention(torch.nn.Module):
 
         e = msg.shape[0]
         msg = msg.view(e, msg.shape[1], self.num_heads, self.value_channels) * alpha[:, None, :, None]
-        msg = ctx.rotation.rotate_inv(msg.view(e, msg.shape[1], -1))
+        msg = ctx.rotation.rotate_inv(msg.view(e, msg.shape[1], self.num_heads * self.value_channels))
         out = scatter_sum(msg, tgt, ctx.num_nodes)
         return self.proj(out)

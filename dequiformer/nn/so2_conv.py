@@ -54,7 +54,7 @@ class SO2Convolution(torch.nn.Module):
         rad = self.rad(edge_scalars) if self.rad is not None else None
         c_in, c_out = self.in_channels, self.out_channels
 
-        x0 = x[:, : sizes[0]].reshape(e, -1)
+        x0 = x[:, : sizes[0]].reshape(e, sizes[0] * c_in)  # explicit width: E may be 0
         offset_rad = sizes[0] * c_in
         if rad is not None:
             x0 = x0 * rad[:, :offset_rad]

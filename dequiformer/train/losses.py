@@ -137,7 +137,8 @@ def error_sums(out: dict, graph: AtomicGraph) -> dict[str, float]:
 
     Returns ``energy_abs`` (sum over structures of ``|dE|``), ``n_energy``, ``forces_abs`` (sum
     over free-atom components of ``|dF|``), ``n_forces`` (number of those components),
-    ``steps`` (sum of solver steps over structures) and ``n_steps``.
+    ``steps`` (sum of solver steps over structures) and ``n_steps``, and after an IFT backward
+    ``bwd_steps`` / ``n_bwd_steps`` for the adjoint solve.
     """
     mask = force_mask(graph)
     e = (out["energy"].detach().to(torch.float64) - graph.energy.to(torch.float64)).abs()
@@ -150,4 +151,7 @@ def error_sums(out: dict, graph: AtomicGraph) -> dict[str, float]:
         sums["n_steps"] = float(solver.steps.numel())
         sums["max_steps"] = float(solver.steps.max()) if solver.steps.numel() else 0.0
         sums["unconverged"] = float((~solver.converged.detach()).sum())
+        if solver.backward.get("steps"):  # filled once the IFT backward has run
+            sums["bwd_steps"] = float(sum(solver.backward["steps"]))
+            sums["n_bwd_steps"] = float(len(solver.backward["steps"]))
     return sums

@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 #: Column order of ``metrics.csv``. Energies in the training energy unit, forces in that unit per
-#: Angstrom; ``*_solver_steps`` is the mean number of layer-block evaluations per structure.
+#: Angstrom; ``*_solver_steps`` is the mean number of layer-block evaluations per structure,
+#: ``train_bwd_steps`` the mean adjoint (IFT backward) solver steps per structure,
+#: ``train_ms_per_step`` the wall time of one optimizer step, ``val_jacobian_radius`` the mean
+#: spectral-radius estimate of the implicit layer's Jacobian at the fixed points of the first
+#: validation batch (DEQ models; above ~1 the layer has stopped being contractive), ``elapsed``
+#: the wall time since the run started (seconds, summed over resumed sessions).
 COLUMNS = (
     "epoch", "lr", "seconds", "train_loss", "train_energy_mae", "train_forces_mae", "train_solver_steps",
-    "val_energy_mae", "val_forces_mae", "val_solver_steps", "val_seconds",
+    "train_bwd_steps", "train_ms_per_step", "val_energy_mae", "val_forces_mae", "val_solver_steps", "val_seconds",
+    "val_jacobian_radius", "elapsed",
 )
 
 

@@ -41,6 +41,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "progress": True,              # tqdm bar on rank 0
     "tensorboard": True,           # when torch.utils.tensorboard imports
     "log_every": 0,                # print a line every N steps (0: only per epoch)
+    "max_seconds": None,           # stop after the epoch that exhausts this wall-clock budget (None: off)
+    "fixed_point_store_mb": 512,   # DEQ: warm-start each frame's solve from its last fixed point (0: off)
+    "jacobian_iters": 10,          # DEQ: power iterations for the validation Jacobian radius (0: off)
 }
 
 TRAIN_SECTION_KEYS = frozenset(TRAIN_DEFAULTS)
@@ -85,6 +88,12 @@ def resolve_train(train_cfg: dict | None) -> dict:
     ema = cfg["ema_decay"]
     if ema is not None and not 0.0 < float(ema) < 1.0:
         raise ValueError(f"train.ema_decay must be in (0, 1) or null, got {ema!r}")
+    ms = cfg["max_seconds"]
+    if ms is not None and (not isinstance(ms, (int, float)) or isinstance(ms, bool) or ms <= 0):
+        raise ValueError(f"train.max_seconds must be a positive number or null, got {ms!r}")
+    for key in ("fixed_point_store_mb", "jacobian_iters"):
+        if not isinstance(cfg[key], (int, float)) or isinstance(cfg[key], bool) or cfg[key] < 0:
+            raise ValueError(f"train.{key} must be a non-negative number, got {cfg[key]!r}")
     from .losses import loss_name
 
     for key in ("energy_loss", "force_loss"):

@@ -5,8 +5,10 @@ Run directory layout: ``config.yaml`` (resolved config), ``splits.npz``, ``metri
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import random
 import sys
 import time
@@ -28,6 +30,7 @@ from .dataset import GraphDataset, apply_normalization, epoch_batches, graph_sta
 from .distributed import DistInfo, all_gather_object, all_reduce_dict, all_reduce_sums, barrier, init_distributed, wrap_ddp
 from .ema import ExponentialMovingAverage
 from .evaluate import evaluate
+from .fixed_point_store import FramewiseFixedPoints
 from .losses import ForceFieldLoss, error_sums
 from .metrics_log import TensorBoardLog, write_metrics_csv
 from .schedules import CosineWarmupSchedule, warmup_steps_from
@@ -172,6 +175,10 @@ class Trainer:
             self.tcfg["lr"], self.tcfg["warmup_lr"], self.tcfg["min_lr"],
         )
         self.ema = ExponentialMovingAverage(self.model, self.tcfg["ema_decay"]) if self.tcfg["ema_decay"] else None
+        self.implicit = hasattr(self.model, "deq_cfg")
+        store_mb = float(self.tcfg["fixed_point_store_mb"])
+        self.fixed_points = FramewiseFixedPoints(store_mb) if self.implicit and store_mb > 0 else None
+        self.elapsed = 0.0  # wall seconds of training + validation, carried over on resume
         self.epoch = 0
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -209,6 +216,8 @@ class Trainer:
             "best": dict(self.best),
             "world_size": self.info.world_size,
             "dtype": self.tcfg["dtype"],
+            "elapsed": self.elapsed,
+            "fixed_points": self.fixed_points.state_dict() if self.fixed_points is not None else None,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -223,6 +232,9 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.step = int(state.get("step", 0))
         self.history = list(state.get("metrics") or [])
+        self.elapsed = float(state.get("elapsed", 0.0))
+        if self.fixed_points is not None and state.get("fixed_points"):
+            self.fixed_points.load_state_dict(state["fixed_points"])
         self.best = dict(state.get("best") or self.best)
         rngs = state.get("rng") or []
         if len(rngs) == self.info.world_size:
@@ -243,6 +255,7 @@ class Trainer:
         sums: dict[str, float] = {}
         loss_sum, skipped = 0.0, 0
         batches = self._train_batches(epoch)
+        t_start = time.perf_counter()
         show = bool(self.tcfg["progress"]) and self.info.is_main
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.tcfg['epochs']}", leave=False, file=sys.stderr,
                    disable=None if show else True)  # None: tqdm turns itself off when stderr is not a TTY
@@ -254,7 +267,11 @@ class Trainer:
                 denoms = (g_e / self.info.world_size, g_f / self.info.world_size)
             else:
                 denoms = (n_e, n_f)
-            out = self.ddp_model(graph)
+            kwargs = {}
+            z0 = self.fixed_points.initial_guess(idx, graph) if self.fixed_points is not None else None
+            if z0 is not None:  # warm start, solved to the cold tolerance (not deq.reuse_tol)
+                kwargs = {"z0": z0, "tol": float(self.model.deq_cfg["tol"])}
+            out = self.ddp_model(graph, **kwargs)
             loss, parts = self.loss_fn(out, graph, scales, denoms)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -268,6 +285,8 @@ class Trainer:
                 self.optimizer.step()
                 if self.ema is not None:
                     self.ema.update(self.model)
+            if self.fixed_points is not None:
+                self.fixed_points.update(idx, graph, out["fixed_point"])
             self.schedule.step()
             self.step += 1
             loss_sum += parts["loss"]
@@ -278,6 +297,7 @@ class Trainer:
                 if self.tcfg["log_every"] and (i + 1) % int(self.tcfg["log_every"]) == 0:
                     print(f"  step {i + 1}/{len(batches)} loss {parts['loss']:.5g}", flush=True)
         bar.close()
+        ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(len(batches), 1)
         sums.pop("max_steps", None)
         sums["loss"] = loss_sum
         sums["skipped"] = float(skipped)
@@ -288,17 +308,21 @@ class Trainer:
             return sums.get(a, 0.0) / sums[b] if sums.get(b) else float("nan")
 
         return {"loss": sums["loss"] / (self.info.world_size * n_batches), "energy_mae": ratio("energy_abs", "n_energy"),
-                "forces_mae": ratio("forces_abs", "n_forces"), "solver_steps": ratio("steps", "n_steps")}
+                "forces_mae": ratio("forces_abs", "n_forces"), "solver_steps": ratio("steps", "n_steps"),
+                "bwd_steps": ratio("bwd_steps", "n_bwd_steps"), "ms_per_step": ms_per_step}
 
     def validate(self) -> dict[str, float] | None:
         """Validation metrics with EMA weights when EMA is on (None without a validation set)."""
         if self.val_graphs is None:
             return None
         bs = int(self.tcfg["eval_batch_size"] or self.tcfg["batch_size"])
-        if self.ema is not None:
-            with self.ema.average_parameters(self.model):
-                return evaluate(self.model, self.val_graphs, bs, self.device, self.info)
-        return evaluate(self.model, self.val_graphs, bs, self.device, self.info)
+        with self.ema.average_parameters(self.model) if self.ema is not None else contextlib.nullcontext():
+            summary = evaluate(self.model, self.val_graphs, bs, self.device, self.info)
+            iters = int(self.tcfg["jacobian_iters"])
+            if self.implicit and iters > 0:
+                first = self.val_graphs.batch(range(min(bs, len(self.val_graphs))), self.device)
+                summary["jacobian_radius"] = float(self.model.jacobian_radius(first, iters=iters).mean())
+        return summary
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train from ``self.epoch`` to ``train.epochs`` (or only until epoch ``stop_after``, leaving a
@@ -312,7 +336,13 @@ class Trainer:
                   f"steps/epoch x {epochs} epochs, {self.info.world_size} process(es), {self.device}, "
                   f"units {self.units['energy']}", flush=True)
         row: dict[str, Any] = self.history[-1] if self.history else {}
+        start_rss = current_rss_mb()
+        budget = self.tcfg["max_seconds"]
+        stopped = None
         while self.epoch < end:
+            if budget is not None and self.elapsed >= float(budget):
+                stopped = "max_seconds"
+                break
             epoch = self.epoch
             lr = self.schedule.current_lr()
             t0 = time.perf_counter()
@@ -324,11 +354,15 @@ class Trainer:
             t2 = time.perf_counter()
             row = {"epoch": epoch + 1, "lr": lr, "seconds": t2 - t0, "train_loss": train["loss"],
                    "train_energy_mae": train["energy_mae"], "train_forces_mae": train["forces_mae"],
-                   "train_solver_steps": train["solver_steps"],
+                   "train_solver_steps": train["solver_steps"], "train_bwd_steps": train["bwd_steps"],
+                   "train_ms_per_step": train["ms_per_step"],
                    "val_energy_mae": None if val is None else val["energy_mae"],
                    "val_forces_mae": None if val is None else val["forces_mae"],
                    "val_solver_steps": None if val is None else val["mean_steps"],
-                   "val_seconds": None if val is None else t2 - t1}
+                   "val_seconds": None if val is None else t2 - t1,
+                   "val_jacobian_radius": None if val is None else val.get("jacobian_radius")}
+            self.elapsed += t2 - t0
+            row["elapsed"] = self.elapsed
             self.history.append(row)
             self.epoch = epoch + 1
             score = row["val_forces_mae"] if self.val_graphs is not None else row["train_forces_mae"]
@@ -346,7 +380,26 @@ class Trainer:
             barrier(self.info)
         self.tb.close()
         return {"run_dir": str(self.run_dir), "epochs": self.epoch, "units": dict(self.units), "last": row,
-                "best": dict(self.best)}
+                "best": dict(self.best), "parameters": sum(p.numel() for p in self.model.parameters()),
+                "seconds": self.elapsed, "stopped": stopped, "start_rss_mb": start_rss, "peak_rss_mb": peak_rss_mb()}
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (MiB; Linux /proc, else the peak so far)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, unit: str) -> str:
@@ -355,4 +408,5 @@ def _epoch_line(row: dict[str, Any], epochs: int, unit: str) -> str:
 
     return (f"epoch {row['epoch']}/{epochs} lr {row['lr']:.3g} loss {f(row['train_loss'])} | train E {f(row['train_energy_mae'])} "
             f"F {f(row['train_forces_mae'])} | val E {f(row['val_energy_mae'])} F {f(row['val_forces_mae'])} ({unit}) | "
-            f"steps {f(row['train_solver_steps'])}/{f(row['val_solver_steps'])} | {row['seconds']:.1f} s")
+            f"steps {f(row['train_solver_steps'])}/{f(row['val_solver_steps'])} bwd {f(row['train_bwd_steps'])} "
+            f"rho {f(row['val_jacobian_radius'])} | {row['seconds']:.1f} s")
