@@ -18,7 +18,7 @@ import torch
 from .solvers import get_solver
 from .stats import SolverStats
 
-__all__ = ["fixed_point_with_grad", "GRADIENT_MODES"]
+__all__ = ["adjoint_solve", "attach_tangent_solve", "fixed_point_with_grad", "GRADIENT_MODES"]
 
 GRADIENT_MODES = ("ift", "phantom", "none")
 
@@ -39,6 +39,91 @@ def _recomputed(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Te
         return checkpoint(f, z, use_reentrant=False)
 
     return run
+
+
+def adjoint_solve(
+    f_z: torch.Tensor,
+    z: torch.Tensor,
+    v: torch.Tensor,
+    graph_index: torch.Tensor | None = None,
+    num_graphs: int | None = None,
+    *,
+    solver: str | Callable = "anderson",
+    solver_kwargs: dict[str, Any] | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 40,
+    g0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, SolverStats]:
+    """Solve ``g = J^T g + v`` per graph, ``J = d f_z / d z`` (``f_z = f(z)`` built with a graph).
+
+    Args:
+        f_z, z: ``[N, *feat]`` output and input of one tracked evaluation of ``f`` (``z`` a leaf
+            that requires grad); the graph is kept (vector-Jacobian products reuse it).
+        v: ``[N, *feat]`` right-hand side (e.g. ``dE/dz*``); treated as a constant.
+        solver, solver_kwargs, tol, max_iter: the solver family and its settings.
+        g0: ``[N, *feat]`` warm start (e.g. the previous step's adjoint), default ``v``.
+
+    Returns:
+        ``(g [N, *feat] detached, stats)``.
+    """
+    vd = v.detach()
+
+    def adjoint_map(y: torch.Tensor) -> torch.Tensor:
+        (jty,) = torch.autograd.grad(f_z, z, y, retain_graph=True, allow_unused=True)
+        return vd if jty is None else jty + vd
+
+    start = vd if g0 is None else g0.detach().to(vd.dtype)
+    g, stats = _as_solver(solver)(adjoint_map, start, graph_index, num_graphs, tol=tol, max_iter=max_iter,
+                                  **dict(solver_kwargs or {}))
+    return g.detach(), stats
+
+
+def attach_tangent_solve(
+    target: torch.Tensor,
+    f_z: torch.Tensor,
+    z: torch.Tensor,
+    graph_index: torch.Tensor | None = None,
+    num_graphs: int | None = None,
+    *,
+    solver: str | Callable = "anderson",
+    solver_kwargs: dict[str, Any] | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 40,
+    stats_out: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Make the gradient reaching ``target`` pass through ``(I - J)^{-1}`` (``J = d f_z / d z``).
+
+    Differentiating an adjoint ``g = J^T g + v`` once more (a loss on ``g^T df/dtheta``, e.g. on
+    forces ``-dE/dpos`` through a fixed point) needs ``dg = (I - J^T)^{-1} (dv + dJ^T g)``. Built
+    as ``target = v + J^T g`` (value ``g``), plain backprop delivers the first Neumann term
+    ``u0``; this hook replaces it by the solution of the tangent equation ``u = J u + u0``, which
+    makes the second derivative exact. ``J u`` is a Jacobian-vector product, taken as the
+    derivative of the (linear) vector-Jacobian product ``y -> J^T y`` built once here.
+
+    Returns ``target`` (the hook is registered on it); ``stats_out``, when given, receives the
+    tangent solve's statistics once backward has run.
+    """
+    y = torch.zeros_like(f_z, requires_grad=True)
+    (jty,) = torch.autograd.grad(f_z, z, y, create_graph=True, retain_graph=True, allow_unused=True)
+
+    def hook(u0: torch.Tensor | None) -> torch.Tensor | None:
+        if u0 is None or jty is None:
+            return u0
+        b = u0.detach()
+
+        def tangent_map(u: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                (ju,) = torch.autograd.grad(jty, y, u, retain_graph=True, allow_unused=True)
+            return b if ju is None else ju + b
+
+        u, stats = _as_solver(solver)(tangent_map, b, graph_index, num_graphs, tol=tol, max_iter=max_iter,
+                                      **dict(solver_kwargs or {}))
+        if stats_out is not None:
+            stats_out.update(stats.as_dict())
+        return u.to(u0.dtype)
+
+    target.register_hook(hook)
+    return target
 
 
 def _attach_ift(

@@ -86,6 +86,17 @@ class ForceFieldModel(torch.nn.Module):
         energy, forces = self.scaling(self.energy_head(h, ctx), self.force_head(h, ctx), ctx)
         return {"energy": energy, "forces": forces}
 
+    def decode_energy(self, h: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
+        """Energy head alone on trunk features h [N, K, C]: [B] in training units (float64)."""
+        return self.scaling.energy(self.energy_head(self.norm(h), ctx), ctx)
+
+    def energy_gradient_forces(self, energy: torch.Tensor, h: torch.Tensor, x: torch.Tensor, ctx: EdgeContext,
+                               graph: AtomicGraph, extras: dict[str, Any]) -> torch.Tensor:
+        """``-dE/dpos`` [N, 3] (training units). In training mode the result keeps its graph, so
+        a loss on it trains the parameters (double backward)."""
+        (grad,) = torch.autograd.grad(energy.sum(), graph.pos, create_graph=self.training)
+        return -grad.to(graph.pos.dtype)
+
     def decode_correction(self, h: torch.Tensor, ctx: EdgeContext) -> dict[str, torch.Tensor]:
         """Heads on one fixed-point correction state (training only); see DEQuiformer."""
         return self.decode(h, ctx)
@@ -93,10 +104,18 @@ class ForceFieldModel(torch.nn.Module):
     def trunk(self, x: torch.Tensor, ctx: EdgeContext, **kwargs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
 
-    def forward(self, graph: AtomicGraph, **kwargs: Any) -> dict[str, Any]:
+    def forward(self, graph: AtomicGraph, grad_forces: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """Outputs for a batch; with ``grad_forces`` also ``"grad_forces"`` = -dE/dpos [N, 3] (needs
+        grad mode; sets ``graph.pos.requires_grad``)."""
+        if grad_forces:
+            if not torch.is_grad_enabled():
+                raise RuntimeError("grad_forces=True needs grad mode (it differentiates the energy)")
+            graph.pos.requires_grad_(True)
         ctx, x = self.prepare(graph)
         h, extras = self.trunk(x, ctx, **kwargs)
         out: dict[str, Any] = self.decode(h, ctx)
+        if grad_forces:
+            out["grad_forces"] = self.energy_gradient_forces(out["energy"], h, x, ctx, graph, extras)
         corrections = extras.pop("correction_states", None)
         if corrections:
             out["correction"] = [self.decode_correction(s, ctx) for s in corrections]

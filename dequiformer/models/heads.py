@@ -12,7 +12,12 @@ from .encoder import edge_channels_list
 
 
 class EnergyHead(torch.nn.Module):
-    """FFN to one channel; per-atom l = 0 outputs summed per graph and divided by avg_num_nodes.
+    """FFN to one channel; per-atom l = 0 outputs summed per graph and divided by avg_num_nodes
+    (``energy_pooling: avg_num_nodes``, EquiformerV2) or summed (``sum``).
+
+    With ``energy_head_init: zero`` the FFN's last layer starts at zero, so the energy starts
+    at the per-element references exactly: summed per-atom outputs at torch's initialisation
+    add a large, structure-size dependent offset that training first has to remove.
 
     Shapes: x [N, K, C] -> energy [B] (normalised units; see OutputScaling).
     """
@@ -23,11 +28,15 @@ class EnergyHead(torch.nn.Module):
             hp["sphere_channels"], hp["ffn_hidden_channels"], 1, hp["lmax"], hp["grid_resolution"],
             hp["use_gate_act"], hp["use_grid_mlp"], hp["use_sep_s2_act"],
         )
-        self.avg_num_nodes = float(hp["avg_num_nodes"])
+        self.divisor = float(hp["avg_num_nodes"]) if hp["energy_pooling"] == "avg_num_nodes" else 1.0
+        if hp["energy_head_init"] == "zero":
+            with torch.no_grad():
+                for p in self.ffn.linear_2.parameters():
+                    p.zero_()
 
     def forward(self, x: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
         node_energy = self.ffn(x)[:, 0, 0]
-        return scatter_sum(node_energy, ctx.batch, ctx.num_graphs) / self.avg_num_nodes
+        return scatter_sum(node_energy, ctx.batch, ctx.num_graphs) / self.divisor
 
 
 class ForceHead(torch.nn.Module):
@@ -78,6 +87,10 @@ class OutputScaling(torch.nn.Module):
         self.register_buffer("force_scale", torch.tensor(1.0, dtype=torch.float64))
         self.register_buffer("energy_reference", torch.zeros(max_num_elements, dtype=torch.float64))
 
-    def forward(self, energy: torch.Tensor, forces: torch.Tensor, ctx: EdgeContext) -> tuple[torch.Tensor, torch.Tensor]:
+    def energy(self, energy: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
+        """Normalised head energy [B] -> training units (float64)."""
         ref = scatter_sum(self.energy_reference.double()[ctx.atomic_numbers], ctx.batch, ctx.num_graphs)
-        return energy.double() * self.energy_scale.double() + ref, forces * self.force_scale.to(forces.dtype)
+        return energy.double() * self.energy_scale.double() + ref
+
+    def forward(self, energy: torch.Tensor, forces: torch.Tensor, ctx: EdgeContext) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.energy(energy, ctx), forces * self.force_scale.to(forces.dtype)

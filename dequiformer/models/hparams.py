@@ -36,6 +36,11 @@ DEFAULTS: dict[str, Any] = {
     "use_envelope": True,             # smooth polynomial cutoff on edges (MD needs continuity)
     "envelope_exponent": 5,
     "basis_width_scalar": 2.0,
+    # energy readout: per-atom energies summed and divided by avg_num_nodes (EquiformerV2), or
+    # summed (MACE / NequIP); the head's last layer at torch's init ("default") or at zero, so
+    # that training starts from the per-element reference energies exactly
+    "energy_pooling": "avg_num_nodes",  # avg_num_nodes | sum
+    "energy_head_init": "default",      # default | zero
     "task": "regression",             # regression (energy + forces) | classification
     "num_classes": 0,
     "energy_units": "eV",
@@ -74,6 +79,9 @@ def resolve(model_cfg: dict) -> dict:
         raise ValueError(f"model.cutoff must be > 0 Angstrom, got {out['cutoff']}")
     if out["norm_placement"] not in ("pre", "pre_post"):
         raise ValueError(f"model.norm_placement must be 'pre' or 'pre_post', got {out['norm_placement']!r}")
+    for key, valid in (("energy_pooling", ("avg_num_nodes", "sum")), ("energy_head_init", ("default", "zero"))):
+        if out[key] not in valid:
+            raise ValueError(f"model.{key} must be one of {valid}, got {out[key]!r}")
     if out["task"] not in ("regression", "classification"):
         raise ValueError(f"model.task must be 'regression' or 'classification', got {out['task']!r}")
     if out["task"] == "classification" and int(out["num_classes"]) < 2:

@@ -72,23 +72,29 @@ def loss_counts(graph: AtomicGraph, force_kind: str) -> tuple[int, int]:
 
 
 class ForceFieldLoss:
-    """``energy_weight * energy_loss + force_weight * force_loss`` (+ correction terms).
+    """``energy_weight * energy_loss + force_weight * force_loss`` (+ gradient-force and
+    correction terms).
 
     Args:
         energy_loss, force_loss: loss kinds (see module docstring).
         energy_weight, force_weight: dimensionless weights.
+        grad_force_weight: weight of the force loss (same kind) on ``out["grad_forces"]``, the
+            negative position gradient of the predicted energy. A direct-force model otherwise
+            learns its energy from one label per structure only; this term lets the 3N force labels
+            shape the energy too, which is what makes energies learnable in short runs.
         correction_weight: ``w`` of the fixed-point correction: with ``K`` decoded intermediate
             states (earliest first) term ``k`` gets ``w ** (K - k)``, so later states count more
             (TorchDEQ's geometric weighting; the final output has weight 1).
     """
 
     def __init__(self, energy_loss: str = "l2mae", force_loss: str = "l2mae", energy_weight: float = 1.0,
-                 force_weight: float = 80.0, correction_weight: float = 0.0) -> None:
+                 force_weight: float = 80.0, correction_weight: float = 0.0, grad_force_weight: float = 0.0) -> None:
         self.energy_kind = loss_name(energy_loss, "train.energy_loss")
         self.force_kind = loss_name(force_loss, "train.force_loss")
         self.energy_weight = float(energy_weight)
         self.force_weight = float(force_weight)
         self.correction_weight = float(correction_weight)
+        self.grad_force_weight = float(grad_force_weight)
 
     def counts(self, graph: AtomicGraph) -> tuple[int, int]:
         """Local ``(n_energy, n_force)`` denominators of this batch."""
@@ -118,7 +124,14 @@ class ForceFieldLoss:
         mask = force_mask(graph)
         e, f = self.term(out, graph, scales, denoms, mask)
         loss = self.energy_weight * e + self.force_weight * f
-        parts = {"energy_loss": float(e.detach()), "force_loss": float(f.detach()), "correction_loss": 0.0}
+        parts = {"energy_loss": float(e.detach()), "force_loss": float(f.detach()), "correction_loss": 0.0,
+                 "grad_force_loss": 0.0}
+        if self.grad_force_weight > 0:
+            if out.get("grad_forces") is None:
+                raise ValueError("grad_force_weight > 0 needs out['grad_forces'] (-dE/dpos)")
+            gf = force_loss_sum(out["grad_forces"], graph.forces, scales[1], self.force_kind, mask) / max(denoms[1], 1e-12)
+            loss = loss + self.grad_force_weight * gf
+            parts["grad_force_loss"] = float(gf.detach())
         corrections = out.get("correction") or []
         if corrections and self.correction_weight > 0:
             k_total = len(corrections)

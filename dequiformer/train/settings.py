@@ -34,6 +34,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "energy_weight": 1.0,
     "force_loss": "l2mae",
     "force_weight": 80.0,
+    "grad_force_weight": 0.0,      # force loss on -dE/dpos as well (teaches a direct model its energy)
     "ema_decay": None,             # e.g. 0.999; None: no EMA
     "eval_every": 1,               # validate every N epochs (and always at the last)
     "max_steps_per_epoch": None,   # cap for smoke tests

@@ -157,9 +157,11 @@ class Trainer:
         self.model.scaling.double()
         apply_normalization(self.model, self.normalizer)
         self.model.to(self.device)
+        self.implicit = hasattr(self.model, "deq_cfg")
         fpc = getattr(self.model, "deq_cfg", {}).get("fp_correction", {})
         self.loss_fn = ForceFieldLoss(self.tcfg["energy_loss"], self.tcfg["force_loss"], self.tcfg["energy_weight"],
-                                      self.tcfg["force_weight"], float(fpc.get("weight", 0.0)) if fpc.get("states") else 0.0)
+                                      self.tcfg["force_weight"], float(fpc.get("weight", 0.0)) if fpc.get("states") else 0.0,
+                                      self.tcfg["grad_force_weight"])
 
         groups = parameter_groups(self.model, self.tcfg["weight_decay"], self.tcfg["no_weight_decay"] or ())
         self.optimizer = torch.optim.AdamW(
@@ -175,7 +177,6 @@ class Trainer:
             self.tcfg["lr"], self.tcfg["warmup_lr"], self.tcfg["min_lr"],
         )
         self.ema = ExponentialMovingAverage(self.model, self.tcfg["ema_decay"]) if self.tcfg["ema_decay"] else None
-        self.implicit = hasattr(self.model, "deq_cfg")
         store_mb = float(self.tcfg["fixed_point_store_mb"])
         self.fixed_points = FramewiseFixedPoints(store_mb) if self.implicit and store_mb > 0 else None
         self.elapsed = 0.0  # wall seconds of training + validation, carried over on resume
@@ -271,6 +272,8 @@ class Trainer:
             z0 = self.fixed_points.initial_guess(idx, graph) if self.fixed_points is not None else None
             if z0 is not None:  # warm start, solved to the cold tolerance (not deq.reuse_tol)
                 kwargs = {"z0": z0, "tol": float(self.model.deq_cfg["tol"])}
+            if self.loss_fn.grad_force_weight > 0:
+                kwargs["grad_forces"] = True
             out = self.ddp_model(graph, **kwargs)
             loss, parts = self.loss_fn(out, graph, scales, denoms)
             self.optimizer.zero_grad(set_to_none=True)
