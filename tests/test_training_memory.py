@@ -62,3 +62,22 @@ def test_recompute_gives_the_same_gradients(states):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert grads[0].shape == grads[1].shape
     assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-11)
+
+
+def test_jacobian_regulariser_makes_the_layer_more_contractive():
+    torch.manual_seed(0)
+    cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
+    model = build_model(cfg, {"tol": 1e-4, "max_iter": 40, "jacobian_reg": 1.0,
+                              "fp_correction": {"states": 0}}).double()
+    g = _labelled()
+    before = float(model.jacobian_radius(g, iters=20).mean())
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        model.train()
+        out = model(g)
+        opt.zero_grad()
+        out["jacobian_loss"].backward()
+        opt.step()
+    assert out["jacobian_loss"].item() > 0
+    after = float(model.jacobian_radius(g, iters=20).mean())
+    assert after < 0.8 * before

@@ -14,7 +14,21 @@ import torch
 
 from .graph_ops import graph_norm, resolve_graph_index
 
-__all__ = ["jacobian_spectral_radius"]
+__all__ = ["jacobian_frobenius", "jacobian_spectral_radius"]
+
+
+def jacobian_frobenius(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """One-sample Hutchinson estimate of ``||df/dz||_F^2 / dim`` at ``z`` ``[N, D]``, differentiable
+    in ``f``'s parameters (a regulariser that keeps the layer contractive; Bai et al. 2021).
+
+    ``E_v ||v^T J||^2 = ||J||_F^2`` for ``v ~ N(0, I)``; dividing by the state size ``N * D``
+    makes it the mean squared singular value, about ``rho^2`` for a well-spread spectrum.
+    """
+    zr = z.detach().requires_grad_(True)
+    fz = f(zr)
+    v = torch.randn_like(fz)
+    (vjp,) = torch.autograd.grad(fz, zr, v, create_graph=True)
+    return vjp.pow(2).sum() / max(vjp.numel(), 1)
 
 
 def jacobian_spectral_radius(

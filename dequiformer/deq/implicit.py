@@ -144,12 +144,10 @@ def _attach_ift(
         with torch.enable_grad():
             h = z_star.detach().requires_grad_(True)
             f_h = f(h)
-
-        def adjoint_map(y: torch.Tensor) -> torch.Tensor:
-            (jty,) = torch.autograd.grad(f_h, h, y, retain_graph=True, allow_unused=True)
-            return v if jty is None else jty + v
-
-        g, b_stats = b_solve(adjoint_map, v.detach(), graph_index, num_graphs, **b_kwargs)
+        kwargs = dict(b_kwargs)
+        tol, max_iter = kwargs.pop("tol"), kwargs.pop("max_iter")
+        g, b_stats = adjoint_solve(f_h, h, v, graph_index, num_graphs, solver=b_solve, solver_kwargs=kwargs,
+                                   tol=tol, max_iter=max_iter)
         stats.backward.clear()
         stats.backward.update(b_stats.as_dict())
         stats.backward["f_evals"] = 1

@@ -10,7 +10,7 @@ import torch
 from ..data.graph import AtomicGraph
 from ..deq import fixed_point_with_grad
 from ..deq.implicit import adjoint_solve, attach_tangent_solve
-from ..deq.diagnostics import jacobian_spectral_radius
+from ..deq.diagnostics import jacobian_frobenius, jacobian_spectral_radius
 from ..nn.context import EdgeContext
 from ..nn.scatter import scatter_sum
 from .base import ForceFieldModel
@@ -32,6 +32,10 @@ DEQ_DEFAULTS: dict[str, Any] = {
     # heads on each correction state are recomputed in backward instead of being stored, so
     # one of them is alive at a time (activation checkpointing; costs 1 + states extra f calls)
     "recompute": True,
+    # Jacobian regularisation (Bai, Koltun, Kolter 2021): in training, add
+    # jacobian_reg * ||J||_F^2 / dim at the fixed point (one Hutchinson sample per step) to the
+    # loss, which keeps the layer contractive; 0 turns it off
+    "jacobian_reg": 0.0,
 }
 
 
@@ -85,6 +89,10 @@ class DEQuiformer(ForceFieldModel):
             h = block(h, ctx)
         return h
 
+    def _solver_kwargs(self, solver: str) -> dict[str, Any]:
+        """Solver-specific settings from the deq config (Anderson's m, beta, lam)."""
+        return dict(self.deq_cfg["anderson"]) if solver == "anderson" else {}
+
     def jacobian_radius(self, graph: AtomicGraph, iters: int = 10) -> torch.Tensor:
         """Spectral radius estimate ``[B]`` of the implicit layer's Jacobian at each graph's fixed
         point (eval mode, no dropout); above ~1 the layer is no longer contractive."""
@@ -132,7 +140,7 @@ class DEQuiformer(ForceFieldModel):
         solver = cfg["solver"]
         g, stats = adjoint_solve(
             fz, z, v, ctx.batch, ctx.num_graphs, solver=solver,
-            solver_kwargs=dict(cfg["anderson"]) if solver == "anderson" else {}, tol=float(cfg["b_tol"]),
+            solver_kwargs=self._solver_kwargs(solver), tol=float(cfg["b_tol"]),
             max_iter=int(cfg["b_max_iter"]),
         )
         extras["adjoint"] = stats
@@ -141,7 +149,7 @@ class DEQuiformer(ForceFieldModel):
             (jtg,) = torch.autograd.grad(fz, z, g, create_graph=True)
             g_theta = attach_tangent_solve(
                 v + jtg, fz, z, ctx.batch, ctx.num_graphs, solver=solver,
-                solver_kwargs=dict(cfg["anderson"]) if solver == "anderson" else {}, tol=float(cfg["b_tol"]),
+                solver_kwargs=self._solver_kwargs(solver), tol=float(cfg["b_tol"]),
                 max_iter=int(cfg["b_max_iter"]), stats_out=stats.backward,
             )
         (grad,) = torch.autograd.grad(fz, pos, g_theta.to(fz.dtype), create_graph=create)
@@ -197,7 +205,7 @@ class DEQuiformer(ForceFieldModel):
         if tol is None:
             tol = cfg["reuse_tol"] if warm else cfg["tol"]
         solver = solver or cfg["solver"]
-        solver_kwargs = dict(cfg["anderson"]) if solver == "anderson" else {}
+        solver_kwargs = self._solver_kwargs(solver)
         fpc = cfg["fp_correction"]
         n_states = int(fpc["states"]) if (self.training and float(fpc["weight"]) > 0) else 0
 
@@ -214,8 +222,11 @@ class DEQuiformer(ForceFieldModel):
             phantom_tau=float(cfg["phantom_tau"]), n_states=n_states, trace=trace, recompute=bool(cfg["recompute"]),
         )
         z = z.view(shape)
-        return z, {
+        extras = {
             "fixed_point": z.detach(),
             "solver": stats,
             "correction_states": [s.view(shape) for s in states],
         }
+        if self.training and float(cfg["jacobian_reg"]) > 0 and torch.is_grad_enabled():
+            extras["jacobian_loss"] = float(cfg["jacobian_reg"]) * jacobian_frobenius(f, z.detach().reshape(n, -1))
+        return z, extras

@@ -141,6 +141,10 @@ class ForceFieldLoss:
                 corr = corr + self.correction_weight ** (k_total - k) * (self.energy_weight * ce + self.force_weight * cf)
             loss = loss + corr
             parts["correction_loss"] = float(corr.detach())
+        jac = out.get("jacobian_loss")
+        if jac is not None:  # DEQ Jacobian regulariser, already weighted by deq.jacobian_reg
+            loss = loss + jac
+            parts["jacobian_loss"] = float(jac.detach())
         parts["loss"] = float(loss.detach())
         return loss, parts
 
