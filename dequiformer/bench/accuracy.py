@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +44,9 @@ def train_and_eval(config: str, name: str, data: str, heldout: str, out_dir: Pat
                      "--set", *sets)
     evaluate = _command("eval", str(run_dir / "best.pt"), "--data", heldout, "--split", "all",
                         "--json", str(out_dir / f"{name}.eval.json"))
-    log = open(out_dir / f"{name}.log", "w")
-    script = f"{subprocess.list2cmdline(train)} && {subprocess.list2cmdline(evaluate)}"
-    return subprocess.Popen(["bash", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=_env(threads))
+    script = f"{shlex.join(train)} && {shlex.join(evaluate)}"
+    with open(out_dir / f"{name}.log", "w") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(["bash", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=_env(threads))
 
 
 def collect_row(name: str, out_dir: Path) -> dict[str, Any]:
