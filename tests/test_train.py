@@ -255,3 +255,14 @@ def test_bad_inputs(ethanol_npz, tmp_path, capsys):
     assert "train.energy_loss" in capsys.readouterr().err
     assert cli.main(["train", "--resume", str(tmp_path / "never_ran")]) == 2
     assert "last.pt" in capsys.readouterr().err
+
+
+def test_max_seconds_stops_after_the_epoch_that_exhausts_the_budget(ethanol_npz, tmp_path):
+    cfg = tiny_config(ethanol_npz, epochs=5, max_seconds=1e-6)
+    summary = Trainer(cfg, tmp_path / "run").fit()
+    assert summary["epochs"] == 1 and summary["stopped"] == "max_seconds"
+    assert summary["seconds"] > 0 and summary["peak_rss_mb"] >= summary["start_rss_mb"] > 0
+    rows = read_metrics_csv(tmp_path / "run" / "metrics.csv")
+    assert len(rows) == 1 and rows[0]["elapsed"] == pytest.approx(summary["seconds"])
+    with pytest.raises(ValueError, match="train.max_seconds"):
+        resolve_train({"max_seconds": -1})
