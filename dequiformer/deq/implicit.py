@@ -57,8 +57,8 @@ def adjoint_solve(
     """Solve ``g = J^T g + v`` per graph, ``J = d f_z / d z`` (``f_z = f(z)`` built with a graph).
 
     Args:
-        f_z, z: ``[N, *feat]`` output and input of one tracked evaluation of ``f`` (``z`` a leaf
-            that requires grad); the graph is kept (vector-Jacobian products reuse it).
+        f_z, z: ``[N, *feat]`` output and input of one tracked evaluation of ``f`` (``z`` requires
+            grad, leaf or not); the graph is kept (vector-Jacobian products reuse it).
         v: ``[N, *feat]`` right-hand side (e.g. ``dE/dz*``); treated as a constant.
         solver, solver_kwargs, tol, max_iter: the solver family and its settings.
         g0: ``[N, *feat]`` warm start (e.g. the previous step's adjoint), default ``v``.
