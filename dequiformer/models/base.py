@@ -13,6 +13,7 @@ from ..data.graph import AtomicGraph
 from ..nn.context import EdgeContext
 from ..nn.dropout import RecurrentDropout
 from ..nn.norms import build_norm
+from .derivatives import Displacement, displace, stress_from_strain_gradient
 from .encoder import Encoder
 from .heads import ClassificationHead, EnergyHead, ForceHead, OutputScaling
 from .hparams import resolve
@@ -78,24 +79,36 @@ class ForceFieldModel(torch.nn.Module):
         ctx = self.encoder.context(graph)
         return ctx, self.encoder(ctx)
 
-    def decode(self, h: torch.Tensor, ctx: EdgeContext) -> dict[str, torch.Tensor]:
-        """Heads on trunk features h [N, K, C]."""
+    @property
+    def conservative(self) -> bool:
+        """Forces are ``-dE/dpos`` (``model.forces: conservative``), not the direct head's."""
+        return self.task == "regression" and self.hparams["forces"] == "conservative"
+
+    def decode(self, h: torch.Tensor, ctx: EdgeContext, forces: bool = True) -> dict[str, torch.Tensor]:
+        """Heads on trunk features h [N, K, C]; ``forces=False`` skips the direct force head."""
         h = self.norm(h)
         if self.task == "classification":
             return {"logits": self.class_head(h, ctx)}
-        energy, forces = self.scaling(self.energy_head(h, ctx), self.force_head(h, ctx), ctx)
-        return {"energy": energy, "forces": forces}
+        if not forces:
+            return {"energy": self.scaling.energy(self.energy_head(h, ctx), ctx)}
+        energy, direct = self.scaling(self.energy_head(h, ctx), self.force_head(h, ctx), ctx)
+        return {"energy": energy, "forces": direct}
 
     def decode_energy(self, h: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
         """Energy head alone on trunk features h [N, K, C]: [B] in training units (float64)."""
         return self.scaling.energy(self.energy_head(self.norm(h), ctx), ctx)
 
-    def energy_gradient_forces(self, energy: torch.Tensor, h: torch.Tensor, x: torch.Tensor, ctx: EdgeContext,
-                               graph: AtomicGraph, extras: dict[str, Any]) -> torch.Tensor:
-        """``-dE/dpos`` [N, 3] (training units). In training mode the result keeps its graph, so
-        a loss on it trains the parameters (double backward)."""
-        (grad,) = torch.autograd.grad(energy.sum(), graph.pos, create_graph=self.training)
-        return -grad.to(graph.pos.dtype)
+    def trunk_needs_graph(self) -> bool:
+        """Whether the trunk must be tracked by autograd for energy derivatives (an explicit
+        stack: yes; the DEQ differentiates its fixed point implicitly, so only in training)."""
+        return True
+
+    def energy_gradient(self, energy: torch.Tensor, h: torch.Tensor, x: torch.Tensor, ctx: EdgeContext,
+                        disp: Displacement, extras: dict[str, Any], create: bool) -> list[torch.Tensor]:
+        """``dE/dpos`` [N, 3] (and ``dE/d(strain)`` [B, 3, 3] when ``disp`` has a strain), in
+        training units, by autograd through the trunk. With ``create`` the results keep their
+        graph, so a loss on them trains the parameters (double backward)."""
+        return list(torch.autograd.grad(energy.sum(), disp.leaves(), create_graph=create))
 
     def decode_correction(self, h: torch.Tensor, ctx: EdgeContext) -> dict[str, torch.Tensor]:
         """Heads on one fixed-point correction state (training only); see DEQuiformer."""
@@ -104,18 +117,47 @@ class ForceFieldModel(torch.nn.Module):
     def trunk(self, x: torch.Tensor, ctx: EdgeContext, **kwargs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
 
-    def forward(self, graph: AtomicGraph, grad_forces: bool = False, **kwargs: Any) -> dict[str, Any]:
-        """Outputs for a batch; with ``grad_forces`` also ``"grad_forces"`` = -dE/dpos [N, 3] (needs
-        grad mode; sets ``graph.pos.requires_grad``)."""
+    def forward(self, graph: AtomicGraph, grad_forces: bool = False, stress: bool = False,
+                **kwargs: Any) -> dict[str, Any]:
+        """Outputs for a batch of graphs, in training units: ``energy`` [B] (float64), ``forces``
+        [N, 3] (the direct head's, or ``-dE/dpos`` for a conservative model), solver extras.
+
+        ``grad_forces`` adds ``"grad_forces"`` = -dE/dpos [N, 3] whatever the force mode;
+        ``stress`` adds ``"stress"`` = (1/V) dE/d(strain) [B, 3, 3] (energy unit / A^3, ASE sign
+        convention; every structure must be 3D-periodic). Derivatives are taken with respect to
+        fresh leaves (``graph.pos`` is left untouched) and, in training mode with grad enabled,
+        keep their graph so losses on them train the parameters. Under ``torch.no_grad`` they
+        are computed all the same and returned detached.
+        """
+        derivatives = grad_forces or stress or self.conservative
+        if not derivatives:
+            ctx, x = self.prepare(graph)
+            h, extras = self.trunk(x, ctx, **kwargs)
+            out: dict[str, Any] = self.decode(h, ctx)
+            return self._finish(out, extras, ctx)
+        grad_mode = torch.is_grad_enabled()
+        create = self.training and grad_mode
+        with torch.enable_grad():
+            disp = displace(graph, stress=stress)
+            ctx, x = self.prepare(disp.graph)
+            with torch.set_grad_enabled(grad_mode or self.trunk_needs_graph()):
+                h, extras = self.trunk(x, ctx, **kwargs)
+            out = self.decode(h, ctx, forces=not self.conservative)
+            grads = self.energy_gradient(out["energy"], h, x, ctx, disp, extras, create)
+        minus_grad = -grads[0].to(graph.pos.dtype)
+        if self.conservative:
+            out["forces"] = minus_grad
         if grad_forces:
-            if not torch.is_grad_enabled():
-                raise RuntimeError("grad_forces=True needs grad mode (it differentiates the energy)")
-            graph.pos.requires_grad_(True)
-        ctx, x = self.prepare(graph)
-        h, extras = self.trunk(x, ctx, **kwargs)
-        out: dict[str, Any] = self.decode(h, ctx)
-        if grad_forces:
-            out["grad_forces"] = self.energy_gradient_forces(out["energy"], h, x, ctx, graph, extras)
+            out["grad_forces"] = minus_grad
+        if stress:
+            out["stress"] = stress_from_strain_gradient(grads[1], graph.cell)
+        out = self._finish(out, extras, ctx)
+        if not grad_mode:
+            out = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+        return out
+
+    def _finish(self, out: dict[str, Any], extras: dict[str, Any], ctx: EdgeContext) -> dict[str, Any]:
+        """Decode the fixed-point correction states (training) and merge the trunk's extras."""
         corrections = extras.pop("correction_states", None)
         if corrections:
             out["correction"] = [self.decode_correction(s, ctx) for s in corrections]

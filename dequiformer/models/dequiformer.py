@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ from ..deq.diagnostics import jacobian_frobenius, jacobian_spectral_radius
 from ..nn.context import EdgeContext
 from ..nn.scatter import scatter_sum
 from .base import ForceFieldModel
+from .derivatives import Displacement, displace
 from .blocks import TransformerBlock
 
 DEQ_DEFAULTS: dict[str, Any] = {
@@ -111,39 +111,49 @@ class DEQuiformer(ForceFieldModel):
         finally:
             self.train(was_training)
 
-    def energy_gradient_forces(self, energy: torch.Tensor, h: torch.Tensor, x: torch.Tensor, ctx: EdgeContext,
-                               graph: AtomicGraph, extras: dict[str, Any]) -> torch.Tensor:
-        """``-dE/dpos`` through the fixed point by the implicit function theorem.
+    def trunk_needs_graph(self) -> bool:
+        return self.training
+
+    def energy_gradient(self, energy: torch.Tensor, h: torch.Tensor, x: torch.Tensor, ctx: EdgeContext,
+                        disp: Displacement, extras: dict[str, Any], create: bool) -> list[torch.Tensor]:
+        """``dE/dpos`` (and ``dE/d(strain)``) through the fixed point by the implicit function theorem.
 
         ``dE/dpos = g^T df/dpos`` at ``z*`` with the adjoint ``g = J^T g + dE/dz*`` solved by the
-        deq solver (``b_tol``, ``b_max_iter``); its statistics go to ``extras["adjoint"]``. The value
-        is exact up to the solver tolerances. In training mode the result stays differentiable in
-        the parameters, exactly: the linearisation point is the trunk output itself (value ``z*``,
+        deq solver (``b_tol``, ``b_max_iter``), started from ``extras["adjoint0"]`` when the caller
+        passed one (the previous MD step's adjoint, like the fixed point's warm start), else from
+        ``dE/dz*``; its statistics go to ``extras["adjoint"]`` and the solution to
+        ``extras["adjoint_vector"]``. One vector-Jacobian product of the layer then gives the
+        position and strain derivatives; the solver is never unrolled. The value is exact up to
+        the solver tolerances. With ``create`` (training) the result stays differentiable in the
+        parameters, exactly: the linearisation point is the trunk output itself (value ``z*``,
         IFT hook attached, so gradients reaching it follow ``dz*/dtheta``), the layer is
-        re-evaluated on a detached copy of the positions (so ``df/dpos`` is the partial
-        derivative at fixed ``z``), and ``g_theta = dE/dz* + J^T g`` (value ``g``) carries a
-        tangent solve ``u = J u + u0`` on its incoming gradient (:func:`attach_tangent_solve`).
-        Checked against finite differences in the tests.
+        re-evaluated on fresh position/strain leaves (so ``df/dpos`` is the partial derivative
+        at fixed ``z``), and ``g_theta = dE/dz* + J^T g`` (value ``g``) carries a tangent solve
+        ``u = J u + u0`` on its incoming gradient (:func:`attach_tangent_solve`). Checked against
+        finite differences in the tests.
         """
-        cfg, create = self.deq_cfg, self.training
+        cfg = self.deq_cfg
         shape, n = x.shape, x.shape[0]
-        pos = graph.pos
+        g0 = extras.pop("adjoint0", None)
         if create:
             # the copy of h keeps h's IFT hook from firing when v is taken below
             z = h.reshape(n, -1) * 1.0
-            pos = graph.pos.detach().requires_grad_(True)
-            ctx, x = self.prepare(dataclasses.replace(graph, pos=pos))
+            disp = displace(disp.graph, stress=disp.strain is not None)
+            ctx, x = self.prepare(disp.graph)
         else:
             z = h.detach().reshape(n, -1).requires_grad_(True)
         (v,) = torch.autograd.grad(self.decode_energy(z.view(shape), ctx).sum(), z, create_graph=create)
         fz = self.implicit_layer(z.view(shape), x, ctx).reshape(n, -1)
+        if g0 is not None and tuple(g0.shape) != tuple(shape):
+            raise ValueError(f"adjoint warm start has shape {tuple(g0.shape)}, expected {tuple(shape)}")
         solver = cfg["solver"]
         g, stats = adjoint_solve(
             fz, z, v, ctx.batch, ctx.num_graphs, solver=solver,
             solver_kwargs=self._solver_kwargs(solver), tol=float(cfg["b_tol"]),
-            max_iter=int(cfg["b_max_iter"]),
+            max_iter=int(cfg["b_max_iter"]), g0=None if g0 is None else g0.reshape(n, -1),
         )
         extras["adjoint"] = stats
+        extras["adjoint_vector"] = g.detach().view(shape)
         g_theta = g
         if create:
             (jtg,) = torch.autograd.grad(fz, z, g, create_graph=True)
@@ -152,8 +162,8 @@ class DEQuiformer(ForceFieldModel):
                 solver_kwargs=self._solver_kwargs(solver), tol=float(cfg["b_tol"]),
                 max_iter=int(cfg["b_max_iter"]), stats_out=stats.backward,
             )
-        (grad,) = torch.autograd.grad(fz, pos, g_theta.to(fz.dtype), create_graph=create)
-        return -grad.to(pos.dtype)
+        grads = torch.autograd.grad(fz, disp.leaves(), g_theta.to(fz.dtype), create_graph=create, allow_unused=True)
+        return [torch.zeros_like(leaf) if gr is None else gr for gr, leaf in zip(grads, disp.leaves())]
 
     def decode_correction(self, h: torch.Tensor, ctx: EdgeContext) -> dict[str, torch.Tensor]:
         if not self.deq_cfg["recompute"]:
@@ -190,6 +200,7 @@ class DEQuiformer(ForceFieldModel):
         max_iter: int | None = None,
         solver: str | None = None,
         trace: bool = False,
+        adjoint0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         cfg = self.deq_cfg
         for module in self.dropout_modules():
@@ -227,6 +238,8 @@ class DEQuiformer(ForceFieldModel):
             "solver": stats,
             "correction_states": [s.view(shape) for s in states],
         }
+        if adjoint0 is not None:  # consumed by energy_gradient (warm start of the adjoint solve)
+            extras["adjoint0"] = adjoint0
         if self.training and float(cfg["jacobian_reg"]) > 0 and torch.is_grad_enabled():
             extras["jacobian_loss"] = float(cfg["jacobian_reg"]) * jacobian_frobenius(f, z.detach().reshape(n, -1))
         return z, extras

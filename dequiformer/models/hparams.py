@@ -41,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     # that training starts from the per-element reference energies exactly
     "energy_pooling": "avg_num_nodes",  # avg_num_nodes | sum
     "energy_head_init": "default",      # default | zero
+    # forces: the direct (equivariant, l = 1) head's output, or the exact negative gradient of
+    # the energy -dE/dpos (energy-conserving MD, stress for periodic cells; costs a backward
+    # pass, and through a DEQ's fixed point one adjoint solve)
+    "forces": "direct",               # direct | conservative
     "task": "regression",             # regression (energy + forces) | classification
     "num_classes": 0,
     "energy_units": "eV",
@@ -79,7 +83,8 @@ def resolve(model_cfg: dict) -> dict:
         raise ValueError(f"model.cutoff must be > 0 Angstrom, got {out['cutoff']}")
     if out["norm_placement"] not in ("pre", "pre_post"):
         raise ValueError(f"model.norm_placement must be 'pre' or 'pre_post', got {out['norm_placement']!r}")
-    for key, valid in (("energy_pooling", ("avg_num_nodes", "sum")), ("energy_head_init", ("default", "zero"))):
+    for key, valid in (("energy_pooling", ("avg_num_nodes", "sum")), ("energy_head_init", ("default", "zero")),
+                       ("forces", ("direct", "conservative"))):
         if out[key] not in valid:
             raise ValueError(f"model.{key} must be one of {valid}, got {out[key]!r}")
     if out["task"] not in ("regression", "classification"):
