@@ -1,7 +1,8 @@
 """ASE calculator for DEQuiformer and EquiformerV2 models, with fixed-point reuse.
 
 The calculator is thin: it builds an ``AtomicGraph``, calls the model, converts units to
-eV and eV/A, and keeps the previous fixed point as the next call's starting guess.
+eV, eV/A and eV/A^3, and keeps the previous fixed point (and, for conservative DEQ models, the
+previous adjoint vector) as the next call's starting guess.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data.graph import AtomicGraph
 from .data.units import energy_factor, length_factor
@@ -29,13 +31,20 @@ class DEQCalculator(Calculator):
         reuse_tol: relative residual of a warm-started solve.
         dtype: ``"float32"`` or ``"float64"``.
 
+    Forces are the model's: the direct head's, or ``-dE/dpos`` for a model trained with
+    ``model.forces: conservative``. Conservative models also give the stress (ASE sign and Voigt
+    conventions, eV/A^3) of structures periodic in all three directions, so they work under
+    ``FrechetCellFilter`` and NPT; asking a direct model or a non-periodic structure for stress
+    is an error that says so.
+
     After each calculation ``calc.stats`` holds ``solver_steps`` (layer-block evaluations:
     per-graph steps times blocks per layer for a DEQ, ``num_layers`` for an explicit model),
-    ``residual``, ``reused``, ``converged`` and ``seconds``. The warm start is dropped when
-    the number or species of atoms change (and after ``reset()``).
+    ``residual``, ``reused``, ``converged`` and ``seconds``; a conservative DEQ adds
+    ``adjoint_steps`` and ``adjoint_residual`` (the adjoint solve ``g = J^T g + dE/dz*``). The
+    warm starts are dropped when the number or species of atoms change (and after ``reset()``).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(
         self,
@@ -67,8 +76,19 @@ class DEQCalculator(Calculator):
         units = self.model.units
         self.energy_to_ev = energy_factor(units["energy"], "eV")
         self.force_to_ev_per_a = self.energy_to_ev / length_factor(units["length"], "Angstrom")
+        self.stress_to_ev_per_a3 = self.energy_to_ev / length_factor(units["length"], "Angstrom") ** 3
+        self.conservative = bool(getattr(self.model, "conservative", False))
+        if not self.conservative:  # instance attribute: ASE asks the instance what it can do
+            self.implemented_properties = ["energy", "free_energy", "forces"]
         self.store = WarmStartStore()
         self.stats: dict[str, Any] = {}
+
+    def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
+        if name == "stress" and not self.conservative:  # ASE's own message would not say why
+            raise PropertyNotImplementedError(
+                "stress needs a conservative model (model.forces: conservative); this model's forces come from its "
+                "direct head")
+        return super().get_property(name, atoms, allow_calculation)
 
     def reset(self) -> None:
         super().reset()
@@ -81,19 +101,34 @@ class DEQCalculator(Calculator):
             self.atoms, cutoff=self.model.cutoff, max_neighbors=self.model.max_neighbors,
             dtype=self.dtype, device=self.device,
         )
-        kwargs: dict[str, Any] = {}
+        periodic = bool(np.all(self.atoms.pbc))
+        if "stress" in properties:
+            if not periodic:
+                raise PropertyNotImplementedError(
+                    f"stress needs a structure periodic in all three directions (pbc={self.atoms.pbc.tolist()})")
+        # a conservative model's stress costs one more leaf in the same backward pass: always take it
+        # on 3D-periodic structures, as ASE asks for energy, forces and stress one after another
+        want_stress = self.conservative and periodic
+        kwargs: dict[str, Any] = {"stress": want_stress} if want_stress else {}
         z0 = None
         if self.is_deq:
             if self.fp_reuse:
                 z0 = self.store.get("system", self.atoms.numbers, on_mismatch="reset")
-            kwargs = {"z0": z0, "tol": self.reuse_tol if z0 is not None else self.tol}
+            kwargs.update(z0=z0, tol=self.reuse_tol if z0 is not None else self.tol)
+            if self.fp_reuse and self.conservative:
+                kwargs["adjoint0"] = self.store.get("adjoint", self.atoms.numbers, on_mismatch="reset")
         with torch.no_grad():
             out = self.model(graph, **kwargs)
         if self.fp_reuse:
             self.store.put("system", out["fixed_point"], self.atoms.numbers)
+            if self.conservative:
+                self.store.put("adjoint", out["adjoint_vector"], self.atoms.numbers)
         energy = float(out["energy"][0]) * self.energy_to_ev
         forces = out["forces"].detach().cpu().double().numpy() * self.force_to_ev_per_a
         self.results = {"energy": energy, "free_energy": energy, "forces": np.ascontiguousarray(forces)}
+        if want_stress:
+            stress = out["stress"][0].detach().cpu().double().numpy() * self.stress_to_ev_per_a3
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
         stats = out["solver"]
         blocks = len(self.model.blocks) if self.is_deq else 1
         self.stats = {
@@ -103,3 +138,7 @@ class DEQCalculator(Calculator):
             "reused": z0 is not None,
             "seconds": time.perf_counter() - start,
         }
+        if "adjoint" in out:
+            self.stats["adjoint_steps"] = int(out["adjoint"].steps[0]) * blocks
+            self.stats["adjoint_residual"] = float(out["adjoint"].residual[0])
+            self.stats["adjoint_converged"] = bool(out["adjoint"].converged[0])

@@ -22,7 +22,8 @@ climain.COMMANDS.setdefault("md", ("dequiformer.cli.md", "molecular dynamics wit
 ROOT = Path(__file__).resolve().parents[1]
 MD_FIELDS = ("steps", "ensemble", "fp_reuse", "mean_solver_steps", "first_step_solver_steps", "ms_per_step",
              "energy_drift_ev_per_atom_per_ps", "mean_temperature_k", "unconverged_steps")
-LOG_COLUMNS = ["step", "time_fs", "T_K", "E_pot_eV", "E_tot_eV", "solver_steps", "residual", "reused", "ms"]
+LOG_COLUMNS = ["step", "time_fs", "T_K", "E_pot_eV", "E_tot_eV", "volume_A3", "solver_steps", "adjoint_steps", "residual",
+               "reused", "ms"]
 
 
 def write_tiny_checkpoint(path: Path, explicit: bool = False, seed: int = 0) -> Path:

@@ -1,9 +1,11 @@
-"""Molecular dynamics with a DEQCalculator: velocity Verlet (NVE) and Langevin (NVT).
+"""Molecular dynamics with a DEQCalculator: velocity Verlet (NVE), Langevin (NVT) and
+Berendsen NPT (needs a conservative model: the barostat reads the stress).
 
-Every MD step is one row: step, time (fs), temperature (K), potential and total energy (eV)
-and the solver cost of the force calls made during the step (layer-block evaluations,
-final residual, warm-started or not, wall time in ms). Row 0 is the initial structure,
-whose force call is the cold solve.
+Every MD step is one row: step, time (fs), temperature (K), potential and total energy (eV),
+the cell volume (A^3, periodic structures) and the solver cost of the force calls made during
+the step (layer-block evaluations of the fixed-point and adjoint solves, final residual,
+warm-started or not, wall time in ms). Row 0 is the initial structure, whose force call is the
+cold solve.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from ase.calculators.calculator import Calculator
 
 from .records import ForceCallLog, atomic_output, summarise_calls, write_csv
 
-ENSEMBLES = ("nve", "langevin")
-MD_COLUMNS = ("step", "time_fs", "T_K", "E_pot_eV", "E_tot_eV", "solver_steps", "residual", "reused", "ms")
+ENSEMBLES = ("nve", "langevin", "npt")
+MD_COLUMNS = ("step", "time_fs", "T_K", "E_pot_eV", "E_tot_eV", "volume_A3", "solver_steps", "adjoint_steps",
+              "residual", "reused", "ms")
 
 
 def init_velocities(atoms: Atoms, temperature_k: float, seed: int | None = 0) -> None:
@@ -62,7 +65,8 @@ class MDResult:
         ``mean_solver_steps``, ``ms_per_step`` (wall time of the force calls of one MD step,
         ms) and ``mean_temperature_k`` average MD steps 1..N (row 0, the initial cold solve,
         is ``first_step_solver_steps``); ``energy_drift_ev_per_atom_per_ps`` fits rows 0..N
-        (NVE only, None for Langevin); ``unconverged_steps`` counts rows 0..N with an
+        (NVE only, None otherwise); ``mean_adjoint_steps`` the adjoint solves' layer-block
+        evaluations (conservative DEQ); ``final_volume_a3`` (periodic); ``unconverged_steps`` counts rows 0..N with an
         unconverged solve.
         """
         steps = self.rows[1:]
@@ -77,10 +81,12 @@ class MDResult:
             "ensemble": self.ensemble,
             "fp_reuse": self.fp_reuse,
             "mean_solver_steps": mean("solver_steps"),
+            "mean_adjoint_steps": mean("adjoint_steps"),
             "first_step_solver_steps": int(self.rows[0]["solver_steps"]),
             "ms_per_step": mean("ms"),
             "energy_drift_ev_per_atom_per_ps": drift,
             "mean_temperature_k": mean("T_K") if steps else float(self.rows[0]["T_K"]),
+            "final_volume_a3": self.rows[-1]["volume_A3"],
             "unconverged_steps": int(sum(not r["converged"] for r in self.rows)),
             "natoms": self.natoms,
             "dt_fs": self.dt_fs,
@@ -89,8 +95,11 @@ class MDResult:
 
 
 def make_dynamics(atoms: Atoms, ensemble: str, dt_fs: float, temperature_k: float, friction_per_fs: float,
-                  seed: int | None):
-    """ASE integrator: ``VelocityVerlet`` (nve) or ``Langevin`` (langevin, friction in 1/fs)."""
+                  seed: int | None, pressure_bar: float = 1.01325, taut_fs: float = 100.0, taup_fs: float = 1000.0,
+                  compressibility_per_bar: float = 4.57e-5):
+    """ASE integrator: ``VelocityVerlet`` (nve), ``Langevin`` (langevin, friction in 1/fs) or
+    ``NPTBerendsen`` (npt: isotropic Berendsen thermostat and barostat, ``taut``/``taup`` in fs,
+    pressure in bar, compressibility in 1/bar; the structure must be 3D-periodic)."""
     if ensemble == "nve":
         from ase.md.verlet import VelocityVerlet
 
@@ -101,6 +110,16 @@ def make_dynamics(atoms: Atoms, ensemble: str, dt_fs: float, temperature_k: floa
         rng = np.random.default_rng(None if seed is None else seed + 1)
         return Langevin(atoms, timestep=dt_fs * units.fs, temperature_K=temperature_k,
                         friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
+    if ensemble == "npt":
+        from ase.md.nptberendsen import NPTBerendsen
+
+        if not np.all(atoms.pbc):
+            raise ValueError(f"--ensemble npt needs a structure periodic in all three directions (pbc={atoms.pbc.tolist()})")
+        if not _has_stress(atoms.calc):
+            raise ValueError("--ensemble npt needs the stress: use a conservative model (model.forces: conservative)")
+        return NPTBerendsen(atoms, timestep=dt_fs * units.fs, temperature_K=temperature_k,
+                            pressure_au=pressure_bar * units.bar, taut=taut_fs * units.fs, taup=taup_fs * units.fs,
+                            compressibility_au=compressibility_per_bar / units.bar)
     raise ValueError(f"unknown ensemble {ensemble!r}; choose from {list(ENSEMBLES)}")
 
 
@@ -118,6 +137,10 @@ def run_md(
     traj_interval: int = 1,
     log: str | Path | None = None,
     progress: bool = True,
+    pressure_bar: float = 1.01325,
+    taut_fs: float = 100.0,
+    taup_fs: float = 1000.0,
+    compressibility_per_bar: float = 4.57e-5,
 ) -> MDResult:
     """Run ``steps`` MD steps of ``atoms`` with ``calc``.
 
@@ -127,13 +150,15 @@ def run_md(
         steps: number of MD steps N.
         dt_fs: time step (fs).
         temperature_k: initial Maxwell-Boltzmann temperature and Langevin target (K).
-        ensemble: ``"nve"`` (velocity Verlet) or ``"langevin"``.
+        ensemble: ``"nve"`` (velocity Verlet), ``"langevin"`` or ``"npt"`` (Berendsen).
         friction_per_fs: Langevin friction (1/fs).
         seed: seed of the initial velocities (and, plus one, of the Langevin noise).
         init: draw initial velocities; False keeps those ``atoms`` has.
         traj: ASE trajectory to write (every ``traj_interval`` steps), atomically.
         log: per-step CSV (:data:`MD_COLUMNS`), atomically.
         progress: tqdm progress bar on stderr.
+        pressure_bar, taut_fs, taup_fs, compressibility_per_bar: NPT target pressure (bar),
+            thermostat and barostat time constants (fs) and compressibility (1/bar).
     """
     from tqdm import tqdm
 
@@ -144,7 +169,8 @@ def run_md(
     if init:
         init_velocities(atoms, temperature_k, seed)
     atoms.calc = calc
-    dyn = make_dynamics(atoms, ensemble, dt_fs, temperature_k, friction_per_fs, seed)
+    dyn = make_dynamics(atoms, ensemble, dt_fs, temperature_k, friction_per_fs, seed, pressure_bar, taut_fs, taup_fs,
+                        compressibility_per_bar)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=steps, desc=f"MD ({ensemble})", unit="step", disable=not progress)
     with ForceCallLog(calc) as calls, contextlib.ExitStack() as stack:
@@ -158,7 +184,9 @@ def run_md(
             step = len(rows)
             epot = float(atoms.get_potential_energy())
             row = {"step": step, "time_fs": step * dt_fs, "T_K": float(atoms.get_temperature()), "E_pot_eV": epot,
-                   "E_tot_eV": epot + float(atoms.get_kinetic_energy()), **summarise_calls(calls.take())}
+                   "E_tot_eV": epot + float(atoms.get_kinetic_energy()),
+                   "volume_A3": float(atoms.get_volume()) if np.all(atoms.pbc) else None,
+                   **summarise_calls(calls.take())}
             rows.append(row)
             if writer is not None and step % traj_interval == 0:
                 writer.write(atoms)
@@ -177,3 +205,8 @@ def run_md(
         write_csv(log, rows, MD_COLUMNS)
     return MDResult(rows=rows, ensemble=ensemble, fp_reuse=bool(getattr(calc, "fp_reuse", False)), dt_fs=dt_fs,
                     natoms=len(atoms))
+
+
+def _has_stress(calc: Calculator) -> bool:
+    """Whether ``calc`` gives a stress (a DEQCalculator: a conservative model)."""
+    return bool(getattr(calc, "conservative", "stress" in getattr(calc, "implemented_properties", ())))

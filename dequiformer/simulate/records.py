@@ -56,16 +56,18 @@ class ForceCallLog:
 
 
 def summarise_calls(calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Solver totals of the calls of one step: ``solver_steps`` (sum), ``residual`` (max),
-    ``reused`` (all reused), ``converged`` (all converged), ``ms`` (sum), ``calls`` (count).
+    """Solver totals of the calls of one step: ``solver_steps`` and ``adjoint_steps`` (sums; the
+    adjoint solve of a conservative DEQ, 0 otherwise), ``residual`` (max), ``reused`` (all
+    reused), ``converged`` (all converged), ``ms`` (sum), ``calls`` (count).
 
     A step without a calculation (results cached) has zero steps and time.
     """
     if not calls:
-        return {"solver_steps": 0, "residual": float("nan"), "reused": False, "converged": True, "ms": 0.0,
+        return {"solver_steps": 0, "adjoint_steps": 0, "residual": float("nan"), "reused": False, "converged": True, "ms": 0.0,
                 "calls": 0}
     return {
         "solver_steps": int(sum(int(c.get("solver_steps", 0)) for c in calls)),
+        "adjoint_steps": int(sum(int(c.get("adjoint_steps", 0)) for c in calls)),
         "residual": float(max(float(c.get("residual", float("nan"))) for c in calls)),
         "reused": bool(all(c.get("reused", False) for c in calls)),
         "converged": bool(all(c.get("converged", True) for c in calls)),

@@ -19,11 +19,13 @@ from ase.calculators.calculator import Calculator
 from .records import ForceCallLog, atomic_output, summarise_calls, write_csv
 
 OPTIMIZERS = ("bfgs", "lbfgs", "fire")
-RELAX_COLUMNS = ("step", "E_pot_eV", "fmax_eV_per_A", "solver_steps", "residual", "reused", "ms")
+RELAX_COLUMNS = ("step", "E_pot_eV", "fmax_eV_per_A", "volume_A3", "solver_steps", "adjoint_steps", "residual",
+                 "reused", "ms")
 
 
-def make_optimizer(atoms: Atoms, name: str, maxstep: float | None = None):
-    """ASE optimiser ``bfgs`` | ``lbfgs`` | ``fire`` on ``atoms`` without a log file (maxstep in A)."""
+def make_optimizer(atoms: Any, name: str, maxstep: float | None = None):
+    """ASE optimiser ``bfgs`` | ``lbfgs`` | ``fire`` on ``atoms`` (or a cell filter) without a log
+    file (maxstep in A)."""
     from ase.optimize import BFGS, FIRE, LBFGS
 
     classes = {"bfgs": BFGS, "lbfgs": LBFGS, "fire": FIRE}
@@ -90,6 +92,7 @@ def run_relaxation(
     traj: str | Path | None = None,
     log: str | Path | None = None,
     progress: bool = False,
+    cell: bool = False,
 ) -> RelaxResult:
     """Relax ``atoms`` (in place) with ``calc`` until fmax <= ``fmax`` (eV/A) or ``steps`` steps.
 
@@ -103,13 +106,25 @@ def run_relaxation(
         traj: ASE trajectory of every step, written atomically.
         log: per-step CSV (:data:`RELAX_COLUMNS`), written atomically.
         progress: tqdm progress bar over the steps (stderr).
+        cell: relax the cell too (ASE's ``FrechetCellFilter``; needs a conservative model, whose
+            stress drives the lattice, and a 3D-periodic structure). ``fmax`` then applies to the
+            filter's generalised forces (atomic forces and the virial per atom).
     """
     from tqdm import tqdm
 
     if steps < 0 or fmax <= 0:
         raise ValueError(f"need steps >= 0 and fmax > 0 eV/A (got {steps}, {fmax})")
     atoms.calc = calc
-    opt = make_optimizer(atoms, optimizer, maxstep)
+    target: Any = atoms
+    if cell:
+        from ase.filters import FrechetCellFilter
+
+        if not np.all(atoms.pbc):
+            raise ValueError(f"a cell relaxation needs a structure periodic in all three directions (pbc={atoms.pbc.tolist()})")
+        if not _has_stress(calc):
+            raise ValueError("a cell relaxation needs the stress: use a conservative model (model.forces: conservative)")
+        target = FrechetCellFilter(atoms)
+    opt = make_optimizer(target, optimizer, maxstep)
     rows: list[dict[str, Any]] = []
     initial: dict[str, np.ndarray] = {}
     bar = tqdm(total=steps, desc=f"relax ({optimizer})", unit="step", disable=not progress)
@@ -123,7 +138,9 @@ def run_relaxation(
 
         def observe() -> None:
             row = {"step": len(rows), "E_pot_eV": float(atoms.get_potential_energy()),
-                   "fmax_eV_per_A": max_force(atoms), **summarise_calls(calls.take())}
+                   "fmax_eV_per_A": max_force(atoms),
+                   "volume_A3": float(atoms.get_volume()) if np.all(atoms.pbc) else None,
+                   **summarise_calls(calls.take())}
             rows.append(row)
             if not initial:
                 initial["forces"] = np.array(atoms.get_forces(apply_constraint=False), dtype=float)
@@ -147,3 +164,8 @@ def run_relaxation(
         write_csv(log, rows, RELAX_COLUMNS)
     return RelaxResult(rows=rows, converged=converged, seconds=seconds, optimizer=str(optimizer).lower(),
                        fmax=float(fmax), initial_forces=initial.get("forces"))
+
+
+def _has_stress(calc: Calculator) -> bool:
+    """Whether ``calc`` gives a stress (a DEQCalculator: a conservative model)."""
+    return bool(getattr(calc, "conservative", "stress" in getattr(calc, "implemented_properties", ())))
