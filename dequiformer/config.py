@@ -2,12 +2,34 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
 SECTIONS = ("model", "deq", "data", "train")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` (no decimal point) as a string; numbers users write in configs
+    and ``--set`` overrides that way are read as floats here, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text -> Python values (safe loader; ``1e-4`` is a float)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
@@ -21,7 +43,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path) as fh:
-        cfg = yaml.safe_load(fh) or {}
+        cfg = parse_yaml(fh.read()) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: top level of a config must be a mapping, got {type(cfg).__name__}")
     base = cfg.pop("base", None)
@@ -63,7 +85,7 @@ def apply_override(cfg: dict, item: str) -> None:
         if not isinstance(child, dict):
             raise ValueError(f"override {item!r}: {key!r} is not a mapping")
         node = child
-    node[keys[-1]] = yaml.safe_load(raw)
+    node[keys[-1]] = parse_yaml(raw)
 
 
 def save_config(cfg: dict, path: str | Path) -> None:

@@ -117,6 +117,7 @@ def _scaled(frame: Any, factor: float) -> Any:
     return dataclasses.replace(
         frame, energy=None if frame.energy is None else frame.energy * factor,
         forces=None if frame.forces is None else frame.forces * factor,
+        stress=None if getattr(frame, "stress", None) is None else frame.stress * factor,
     )
 
 

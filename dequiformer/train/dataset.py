@@ -19,7 +19,8 @@ def frame_to_graph(frame: Frame, cutoff: float, max_neighbors: int | None, dtype
 
     Positions/forces/cell in ``dtype``; the energy label is kept in float64 (total energies of
     ~1e5 kcal/mol lose their last digits in float32). ``fixed`` and ``tags`` are carried over.
-    ``where`` names the frame in error messages.
+    ``where`` names the frame in error messages. A stress label ([3, 3], energy unit / A^3) is
+    carried over as ``[1, 3, 3]``.
     """
     try:
         graph = AtomicGraph.from_arrays(
@@ -32,7 +33,9 @@ def frame_to_graph(frame: Frame, cutoff: float, max_neighbors: int | None, dtype
     energy = None if frame.energy is None else torch.tensor([float(frame.energy)], dtype=torch.float64)
     fixed = None if frame.fixed is None else torch.as_tensor(np.asarray(frame.fixed, dtype=bool)).reshape(n)
     tags = None if frame.tags is None else torch.as_tensor(np.asarray(frame.tags, dtype=np.int64)).reshape(n)
-    return dataclasses.replace(graph, energy=energy, fixed=fixed, tags=tags)
+    stress = None if getattr(frame, "stress", None) is None else torch.as_tensor(
+        np.asarray(frame.stress, dtype=np.float64), dtype=dtype).reshape(1, 3, 3)
+    return dataclasses.replace(graph, energy=energy, fixed=fixed, tags=tags, stress=stress)
 
 
 class GraphDataset:

@@ -19,6 +19,14 @@ def shard_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -
     return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
 
 
+def stress_request(model: torch.nn.Module, graph: Any) -> dict[str, bool]:
+    """``{"stress": True}`` when the batch has stress labels on 3D-periodic cells and the model
+    is conservative (its stress is then an energy derivative worth reporting), else ``{}``."""
+    if graph.stress is None or not getattr(model, "conservative", False) or not bool(graph.pbc.all()):
+        return {}
+    return {"stress": True}
+
+
 def summarize(sums: dict[str, float]) -> dict[str, float]:
     """MAEs and solver statistics from summed error terms (see :func:`losses.error_sums`)."""
     def ratio(a: str, b: str) -> float:
@@ -28,6 +36,7 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
         "n_structures": int(sums.get("n_energy", 0)),
         "energy_mae": ratio("energy_abs", "n_energy"),
         "forces_mae": ratio("forces_abs", "n_forces"),
+        "stress_mae": ratio("stress_abs", "n_stress"),
         "mean_steps": ratio("steps", "n_steps"),
         "max_steps": int(sums.get("max_steps", 0)),
         "unconverged": int(sums.get("unconverged", 0)),
@@ -56,7 +65,7 @@ def evaluate(model: torch.nn.Module, graphs: GraphDataset, batch_size: int, devi
             if str(device).startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = model(graph)
+            out = model(graph, **stress_request(model, graph))
             if str(device).startswith("cuda"):
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - t0
@@ -79,9 +88,10 @@ def evaluate(model: torch.nn.Module, graphs: GraphDataset, batch_size: int, devi
 
 
 def eval_record(summary: dict[str, Any], units: dict[str, str]) -> dict[str, Any]:
-    """The JSON object of ``dequiformer eval`` from an :func:`evaluate` summary."""
+    """The JSON object of ``dequiformer eval`` from an :func:`evaluate` summary (``stress_mae``
+    in energy unit / A^3 when the data had stress labels and the model gives a stress)."""
     n = int(summary["n_structures"])
-    return {
+    record = {
         "n_structures": n,
         "energy_mae": float(summary["energy_mae"]),
         "forces_mae": float(summary["forces_mae"]),
@@ -91,3 +101,8 @@ def eval_record(summary: dict[str, Any], units: dict[str, str]) -> dict[str, Any
                    "unconverged": int(summary["unconverged"])},
         "seconds_per_structure": float(summary["seconds"]) / n if n else float("nan"),
     }
+    stress = summary.get("stress_mae")
+    if stress is not None and stress == stress:
+        record["stress_mae"] = float(stress)
+        record["units"]["stress"] = f"{units.get('energy')}/{units.get('length', 'Angstrom')}^3"
+    return record

@@ -64,6 +64,21 @@ def force_loss_sum(pred: torch.Tensor, target: torch.Tensor, scale: float, kind:
     return (err * err).sum()
 
 
+def stress_loss_sum(pred: torch.Tensor, target: torch.Tensor, scale: float, kind: str) -> torch.Tensor:
+    """Sum over structures of the stress loss; pred/target ``[B, 3, 3]`` (energy unit / A^3).
+
+    ``l2mae``: Frobenius norm of the error per structure; ``mae``/``mse``: summed over the nine
+    components. ``scale`` is the force scale (the stress has no statistics of its own in the
+    normaliser; energy/A^3 and energy/A differ by the A^2 of a typical cell face).
+    """
+    err = (pred - target.to(pred.dtype)) / float(scale)
+    if kind == "l2mae":
+        return torch.linalg.matrix_norm(err).sum()
+    if kind == "mae":
+        return err.abs().sum()
+    return (err * err).sum()
+
+
 def loss_counts(graph: AtomicGraph, force_kind: str) -> tuple[int, int]:
     """Local denominators ``(n_energy, n_force)``: structures, and free atoms (``l2mae``) or
     free-atom components (``mae``/``mse``)."""
@@ -82,19 +97,24 @@ class ForceFieldLoss:
             negative position gradient of the predicted energy. A direct-force model otherwise
             learns its energy from one label per structure only; this term lets the 3N force labels
             shape the energy too, which is what makes energies learnable in short runs.
+        stress_weight: weight of the stress loss (same kind as the force loss, per structure: the
+            Frobenius norm for ``l2mae``) on ``out["stress"]`` against ``graph.stress``, both divided
+            by the force scale; batches without stress labels skip it.
         correction_weight: ``w`` of the fixed-point correction: with ``K`` decoded intermediate
             states (earliest first) term ``k`` gets ``w ** (K - k)``, so later states count more
             (TorchDEQ's geometric weighting; the final output has weight 1).
     """
 
     def __init__(self, energy_loss: str = "l2mae", force_loss: str = "l2mae", energy_weight: float = 1.0,
-                 force_weight: float = 80.0, correction_weight: float = 0.0, grad_force_weight: float = 0.0) -> None:
+                 force_weight: float = 80.0, correction_weight: float = 0.0, grad_force_weight: float = 0.0,
+                 stress_weight: float = 0.0) -> None:
         self.energy_kind = loss_name(energy_loss, "train.energy_loss")
         self.force_kind = loss_name(force_loss, "train.force_loss")
         self.energy_weight = float(energy_weight)
         self.force_weight = float(force_weight)
         self.correction_weight = float(correction_weight)
         self.grad_force_weight = float(grad_force_weight)
+        self.stress_weight = float(stress_weight)
 
     def counts(self, graph: AtomicGraph) -> tuple[int, int]:
         """Local ``(n_energy, n_force)`` denominators of this batch."""
@@ -132,6 +152,10 @@ class ForceFieldLoss:
             gf = force_loss_sum(out["grad_forces"], graph.forces, scales[1], self.force_kind, mask) / max(denoms[1], 1e-12)
             loss = loss + self.grad_force_weight * gf
             parts["grad_force_loss"] = float(gf.detach())
+        if self.stress_weight > 0 and graph.stress is not None and out.get("stress") is not None:
+            st = stress_loss_sum(out["stress"], graph.stress, scales[1], self.force_kind) / max(denoms[0], 1e-12)
+            loss = loss + self.stress_weight * st
+            parts["stress_loss"] = float(st.detach())
         corrections = out.get("correction") or []
         if corrections and self.correction_weight > 0:
             k_total = len(corrections)
@@ -154,6 +178,8 @@ def error_sums(out: dict, graph: AtomicGraph) -> dict[str, float]:
 
     Returns ``energy_abs`` (sum over structures of ``|dE|``), ``n_energy``, ``forces_abs`` (sum
     over free-atom components of ``|dF|``), ``n_forces`` (number of those components),
+    ``stress_abs`` / ``n_stress`` (stress components, when the model gave a stress and the batch
+    has labels),
     ``steps`` (sum of solver steps over structures) and ``n_steps``, and after an IFT backward
     ``bwd_steps`` / ``n_bwd_steps`` for the adjoint solve.
     """
@@ -162,6 +188,10 @@ def error_sums(out: dict, graph: AtomicGraph) -> dict[str, float]:
     f = (out["forces"].detach() - graph.forces.to(out["forces"].dtype))[mask].abs().to(torch.float64)
     sums = {"energy_abs": float(e.sum()), "n_energy": float(e.numel()),
             "forces_abs": float(f.sum()), "n_forces": float(f.numel())}
+    if out.get("stress") is not None and graph.stress is not None:
+        s = (out["stress"].detach().to(torch.float64) - graph.stress.to(torch.float64)).abs()
+        sums["stress_abs"] = float(s.sum())
+        sums["n_stress"] = float(s.numel())
     solver = out.get("solver")
     if solver is not None:
         sums["steps"] = float(solver.steps.detach().to(torch.float64).sum())

@@ -35,6 +35,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "force_loss": "l2mae",
     "force_weight": 80.0,
     "grad_force_weight": 0.0,      # force loss on -dE/dpos as well (teaches a direct model its energy)
+    "stress_weight": 0.0,          # stress loss (batches whose frames all carry a stress label)
+    "init_from": None,             # checkpoint whose (EMA) weights and normalisation start this run
     "ema_decay": None,             # e.g. 0.999; None: no EMA
     "eval_every": 1,               # validate every N epochs (and always at the last)
     "max_steps_per_epoch": None,   # cap for smoke tests
@@ -95,6 +97,10 @@ def resolve_train(train_cfg: dict | None) -> dict:
     for key in ("fixed_point_store_mb", "jacobian_iters"):
         if not isinstance(cfg[key], (int, float)) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ValueError(f"train.{key} must be a non-negative number, got {cfg[key]!r}")
+    if float(cfg["stress_weight"]) < 0 or float(cfg["grad_force_weight"]) < 0:
+        raise ValueError("train.stress_weight and train.grad_force_weight must be >= 0")
+    if cfg["init_from"] is not None and not isinstance(cfg["init_from"], str):
+        raise ValueError(f"train.init_from must be a checkpoint path or null, got {cfg['init_from']!r}")
     from .losses import loss_name
 
     for key in ("energy_loss", "force_loss"):

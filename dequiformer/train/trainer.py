@@ -29,7 +29,7 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .dataset import GraphDataset, apply_normalization, epoch_batches, graph_statistics, model_scales
 from .distributed import DistInfo, all_gather_object, all_reduce_dict, all_reduce_sums, barrier, init_distributed, wrap_ddp
 from .ema import ExponentialMovingAverage
-from .evaluate import evaluate
+from .evaluate import evaluate, stress_request
 from .fixed_point_store import FramewiseFixedPoints
 from .losses import ForceFieldLoss, error_sums
 from .metrics_log import TensorBoardLog, write_metrics_csv
@@ -157,11 +157,16 @@ class Trainer:
         self.model.scaling.double()
         apply_normalization(self.model, self.normalizer)
         self.model.to(self.device)
+        if resume_state is None and self.tcfg["init_from"]:
+            self._init_from(str(self.tcfg["init_from"]))
+        if self.model.conservative and float(self.tcfg["grad_force_weight"]) > 0:
+            raise ValueError("train.grad_force_weight: a conservative model (model.forces: conservative) already "
+                             "trains its forces as -dE/dpos; set grad_force_weight to 0")
         self.implicit = hasattr(self.model, "deq_cfg")
         fpc = getattr(self.model, "deq_cfg", {}).get("fp_correction", {})
         self.loss_fn = ForceFieldLoss(self.tcfg["energy_loss"], self.tcfg["force_loss"], self.tcfg["energy_weight"],
                                       self.tcfg["force_weight"], float(fpc.get("weight", 0.0)) if fpc.get("states") else 0.0,
-                                      self.tcfg["grad_force_weight"])
+                                      self.tcfg["grad_force_weight"], self.tcfg["stress_weight"])
 
         groups = parameter_groups(self.model, self.tcfg["weight_decay"], self.tcfg["no_weight_decay"] or ())
         self.optimizer = torch.optim.AdamW(
@@ -190,6 +195,24 @@ class Trainer:
         self.tb = TensorBoardLog(self.run_dir / "tensorboard", bool(self.tcfg["tensorboard"]) and self.info.is_main)
         if self.info.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
+
+    def _init_from(self, path: str) -> None:
+        """Start from another run's weights (EMA when it has them) and normalisation: the
+        fine-tuning recipe, e.g. direct forces first, then ``model.forces: conservative``."""
+        from .checkpoint import build_from_checkpoint, load_checkpoint
+
+        where = f"train.init_from {path}"
+        state = load_checkpoint(path)
+        source = build_from_checkpoint(state, use_ema=True, dtype=self.dtype, where=where)
+        try:
+            self.model.load_state_dict(source.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"{where}: its weights do not fit this run's model (same architecture needed; "
+                             f"{str(exc).splitlines()[0]})") from None
+        if state.get("normalization"):
+            self.normalizer = Normalizer.from_dict(state["normalization"])
+        if self.info.is_main:
+            print(f"initialised from {path} (EMA weights: {bool(state.get('ema'))})", flush=True)
 
     # ------------------------------------------------------------------ state
     def _train_batches(self, epoch: int) -> list[np.ndarray]:
@@ -274,6 +297,8 @@ class Trainer:
                 kwargs = {"z0": z0, "tol": float(self.model.deq_cfg["tol"])}
             if self.loss_fn.grad_force_weight > 0:
                 kwargs["grad_forces"] = True
+            if self.loss_fn.stress_weight > 0:
+                kwargs.update(stress_request(self.model, graph))
             out = self.ddp_model(graph, **kwargs)
             loss, parts = self.loss_fn(out, graph, scales, denoms)
             self.optimizer.zero_grad(set_to_none=True)

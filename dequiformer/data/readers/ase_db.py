@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..units import units_for_format
-from .frames import DataError, Frame, FrameDataset, require_nonempty, validate_frame
+from .frames import DataError, Frame, FrameDataset, require_nonempty, stress_matrix, validate_frame
 from .handles import cached_handle, shared_handle
 
 ASE_DB_SUFFIXES = (".db", ".json", ".aselmdb")
@@ -179,8 +179,15 @@ class AseDbStore:
                 raise DataError(f"{where}: energy key {self.energy_key or 'energy'!r} has shape "
                                 f"{np.shape(energy)}, expected a scalar")
             energy = float(e[0])
+        stress = atoms.calc.results.get("stress") if atoms.calc is not None else None
+        if stress is not None:  # the row's stored stress (eV/A^3, Voigt), where it has one
+            try:
+                stress = stress_matrix(stress)
+            except ValueError as exc:
+                raise DataError(f"{where}: stress: {exc}") from None
         frame = Frame.from_atoms(atoms, energy=energy,
-                                 forces=None if forces is None else np.asarray(forces, dtype=float), info=info)
+                                 forces=None if forces is None else np.asarray(forces, dtype=float), info=info,
+                                 stress=stress)
         names = {"energy": self.energy_key or "energy", "forces": self.forces_key or "forces"}
         return validate_frame(frame, index, str(self.paths[f]), names)
 

@@ -6,6 +6,10 @@ from whatever calculator results a file also carries). Key names are configurabl
 a key is ``"energy"`` / ``"forces"``, ASE's reader has already moved those columns into a
 ``SinglePointCalculator``, and they are taken from there. Calculator results are used in
 place of other missing keys only when ``calc_fallback=True``.
+
+The stress, where a frame has one, is ``atoms.info["REF_stress"]`` (eV/A^3, ASE's sign, 9 values
+or 6 in Voigt order) or else ``REF_virial`` (eV, ``stress = -virial / volume``), or a
+calculator's ``stress``; frames without one have ``stress=None`` (stress is optional).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..units import units_for_format
-from .frames import DataError, Frame, FrameDataset, require_nonempty, validate_frame
+from .frames import DataError, Frame, FrameDataset, require_nonempty, stress_matrix, validate_frame
 
 _CALC_ENERGY = ("energy", "free_energy")
 _CALC_FORCES = ("forces",)
@@ -46,6 +50,22 @@ def _forces(atoms: Any, key: str, calc_fallback: bool) -> Any:
     if calc_fallback:
         return _calc_result(atoms, "forces")
     return None
+
+
+def _stress(atoms: Any, key: str, virial_key: str, where: str) -> np.ndarray | None:
+    """The frame's stress [3, 3] from ``key``, else ``-virial_key / V``, else the calculator's."""
+    try:
+        if key in atoms.info:
+            return stress_matrix(atoms.info[key])
+        if virial_key in atoms.info:
+            volume = abs(float(np.linalg.det(atoms.cell.array)))
+            if volume <= 0:
+                raise ValueError("the frame has no cell volume to divide the virial by")
+            return -stress_matrix(atoms.info[virial_key]) / volume
+    except ValueError as exc:
+        raise DataError(f"{where}: key {key if key in atoms.info else virial_key!r}: {exc}") from None
+    value = _calc_result(atoms, "stress")
+    return None if value is None else stress_matrix(value)
 
 
 def read_extxyz(path: str | Path, energy_key: str = "REF_energy", forces_key: str = "REF_forces",
@@ -91,10 +111,13 @@ def read_extxyz(path: str | Path, energy_key: str = "REF_energy", forces_key: st
                 raise DataError(f"{path}: frame {i}: key {energy_key!r} has shape {np.shape(energy)}, "
                                 f"expected a scalar")
             energy = float(e[0])
-        info = {k: v for k, v in atoms.info.items() if k != energy_key}
+        stress = _stress(atoms, "REF_stress", "REF_virial", f"{path}: frame {i}")
+        info = {k: v for k, v in atoms.info.items() if k not in (energy_key, "REF_stress", "REF_virial")}
         info["index"] = i
         frame = Frame.from_atoms(atoms, energy=energy,
-                                 forces=None if forces is None else np.asarray(forces, dtype=float), info=info)
-        frames.append(validate_frame(frame, i, str(path), {"energy": energy_key, "forces": forces_key}))
+                                 forces=None if forces is None else np.asarray(forces, dtype=float), info=info,
+                                 stress=stress)
+        frames.append(validate_frame(frame, i, str(path), {"energy": energy_key, "forces": forces_key,
+                                                           "stress": "REF_stress"}))
     return FrameDataset.from_frames(frames, units=units_for_format("extxyz"), source=str(path),
                                     format="extxyz", validate=False)

@@ -32,6 +32,7 @@ class Frame:
         energy: total energy (data set energy unit: kcal/mol or eV) or None.
         forces: [N, 3] float (energy unit / Angstrom) or None.
         fixed: [N] bool, atoms held fixed (e.g. OC20 subsurface), or None.
+        stress: [3, 3] float (energy unit / Angstrom^3, ASE's sign: positive is tensile) or None.
         tags: [N] int (OC20: 0 subsurface, 1 surface, 2 adsorbate) or None.
         info: free-form metadata: ``index`` (position in the source file) and, where
             the format has them, ``sid``, ``fid``, ``name``, key-value pairs.
@@ -46,6 +47,7 @@ class Frame:
     fixed: np.ndarray | None = None
     tags: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    stress: np.ndarray | None = None
 
     @property
     def natoms(self) -> int:
@@ -75,13 +77,15 @@ class Frame:
             results["energy"] = float(self.energy)
         if self.forces is not None:
             results["forces"] = np.asarray(self.forces, dtype=float)
+        if self.stress is not None:
+            results["stress"] = stress_to_voigt(self.stress)
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
 
     @classmethod
     def from_atoms(cls, atoms: Atoms, energy: float | None = None, forces: np.ndarray | None = None,
-                   info: dict | None = None) -> "Frame":
+                   info: dict | None = None, stress: Any = None) -> "Frame":
         """Build a frame from ``ase.Atoms``; labels are given explicitly (no calculator call).
 
         A zero cell on a non-periodic structure becomes ``cell=None``; ``FixAtoms``
@@ -108,7 +112,28 @@ class Frame:
             fixed=fixed,
             tags=tags if tags.any() else None,
             info=dict(info or {}),
+            stress=None if stress is None else stress_matrix(stress),
         )
+
+
+def stress_matrix(value: Any) -> np.ndarray:
+    """A stress label as a ``[3, 3]`` array from a 3x3 matrix, 9 values (row-major) or the 6
+    Voigt components ``xx yy zz yz xz xy`` (ASE's order); other shapes raise ValueError."""
+    a = np.asarray(value, dtype=float)
+    if a.shape == (3, 3):
+        return a.copy()
+    if a.size == 9:
+        return a.reshape(3, 3).copy()
+    if a.size == 6:
+        xx, yy, zz, yz, xz, xy = a.reshape(6)
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    raise ValueError(f"a stress needs 9 values (3x3) or 6 (Voigt xx yy zz yz xz xy), got shape {a.shape}")
+
+
+def stress_to_voigt(stress: np.ndarray) -> np.ndarray:
+    """``[3, 3]`` -> ASE's Voigt order ``xx yy zz yz xz xy``."""
+    s = np.asarray(stress, dtype=float)
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
 
 def require_nonempty(n: int, source: str, what: str = "frames") -> None:
@@ -152,6 +177,11 @@ def validate_frame(frame: Frame, index: int, source: str, key_names: dict[str, s
             raise _shape_error(source, index, names["forces"], f"({n}, 3)", np.shape(frame.forces))
         if not np.all(np.isfinite(frame.forces)):
             raise DataError(f"{source}: frame {index}: force label {names['forces']!r} contains NaN or inf")
+    if frame.stress is not None:
+        if np.shape(frame.stress) != (3, 3):
+            raise _shape_error(source, index, names.get("stress", "stress"), "(3, 3)", np.shape(frame.stress))
+        if not np.all(np.isfinite(frame.stress)):
+            raise DataError(f"{source}: frame {index}: stress label {names.get('stress', 'stress')!r} contains NaN or inf")
     for attr in ("fixed", "tags"):
         value = getattr(frame, attr)
         if value is not None and np.shape(value) != (n,):
