@@ -29,6 +29,8 @@ class DEQCalculator(Calculator):
         fp_reuse: start each solve from the previous call's fixed point (DEQ models only).
         tol: relative residual of a cold solve.
         reuse_tol: relative residual of a warm-started solve.
+        adjoint_tol: relative residual of the adjoint solve of a conservative DEQ (default: the
+            model's ``deq.b_tol``).
         dtype: ``"float32"`` or ``"float64"``.
 
     Forces are the model's: the direct head's, or ``-dE/dpos`` for a model trained with
@@ -54,6 +56,7 @@ class DEQCalculator(Calculator):
         tol: float = 1e-4,
         reuse_tol: float = 1e-1,
         dtype: str = "float32",
+        adjoint_tol: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -73,6 +76,7 @@ class DEQCalculator(Calculator):
         self.is_deq = hasattr(self.model, "implicit_layer")
         self.fp_reuse = bool(fp_reuse) and self.is_deq
         self.tol, self.reuse_tol = float(tol), float(reuse_tol)
+        self.adjoint_tol = None if adjoint_tol is None else float(adjoint_tol)
         units = self.model.units
         self.energy_to_ev = energy_factor(units["energy"], "eV")
         self.force_to_ev_per_a = self.energy_to_ev / length_factor(units["length"], "Angstrom")
@@ -117,6 +121,8 @@ class DEQCalculator(Calculator):
             kwargs.update(z0=z0, tol=self.reuse_tol if z0 is not None else self.tol)
             if self.fp_reuse and self.conservative:
                 kwargs["adjoint0"] = self.store.get("adjoint", self.atoms.numbers, on_mismatch="reset")
+            if self.conservative and self.adjoint_tol is not None:
+                kwargs["adjoint_tol"] = self.adjoint_tol
         with torch.no_grad():
             out = self.model(graph, **kwargs)
         if self.fp_reuse:

@@ -52,3 +52,37 @@ def test_bench_accuracy_end_to_end_on_tiny_data(tmp_path):
 def test_bench_accuracy_names_a_missing_config(tmp_path, capsys):
     assert main(["bench", "accuracy", str(tmp_path / "nope.yaml"), "--data", str(tmp_path / "x.npz")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_bench_nve_end_to_end(tmp_path):
+    """Every case runs from the same start; a conservative tiny model conserves energy far better
+    than its direct head does (a random direct head is no gradient of anything)."""
+    from ase.build import molecule
+    from ase.io import write
+
+    from test_md import write_tiny_checkpoint
+
+    write(tmp_path / "methanol.xyz", molecule("CH3OH"), format="extxyz")
+    deq = write_tiny_checkpoint(tmp_path / "deq.pt")
+    explicit = write_tiny_checkpoint(tmp_path / "ev2.pt", explicit=True)
+    out = tmp_path / "nve"
+    assert main(["bench", "nve", "--checkpoint", f"tiny={deq}", str(explicit), "--structure",
+                 str(tmp_path / "methanol.xyz"), "--steps", "30", "--dt", "0.25", "--reuse-tols", "0.1",
+                 "--modes", "direct", "conservative", "--dtype", "float64", "--tol", "1e-8", "--adjoint-tol", "1e-8",
+                 "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "nve.json").read_text())
+    cases = [(r["model"], r["forces"], r["solve"]) for r in report["rows"]]
+    assert cases == [("tiny", "direct", "cold"), ("tiny", "direct", "reuse"), ("tiny", "conservative", "cold"),
+                     ("tiny", "conservative", "reuse"), ("ev2", "direct", "explicit"),
+                     ("ev2", "conservative", "explicit")]
+    rows = {c: r for c, r in zip(cases, report["rows"])}
+    for r in report["rows"]:
+        assert r["steps"] == 30 and r["ps"] == 0.0075 and r["ms_per_step"] > 0
+    assert rows[("tiny", "conservative", "cold")]["mean_adjoint_steps"] > 0
+    assert rows[("tiny", "direct", "cold")]["mean_adjoint_steps"] == 0
+    for model, solve in (("tiny", "cold"), ("ev2", "explicit")):
+        cons = abs(rows[(model, "conservative", solve)]["max_deviation_ev_per_atom"])
+        direct = abs(rows[(model, "direct", solve)]["max_deviation_ev_per_atom"])
+        assert cons < direct
+    assert (out / "nve.png").stat().st_size > 0
+    assert main(["bench", "nve", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2

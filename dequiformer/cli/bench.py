@@ -1,5 +1,5 @@
-"""``dequiformer bench solver | accuracy``: solver speed and f-evaluation counts; accuracy of
-several configs trained on the same data under the same budget."""
+"""``dequiformer bench solver | accuracy | nve``: solver speed and f-evaluation counts; accuracy of
+several configs trained on the same data under the same budget; NVE energy conservation."""
 from __future__ import annotations
 
 import argparse
@@ -35,11 +35,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--out", default="bench_accuracy", help="output folder (runs, logs, PNG)")
     a.add_argument("--json", help="write the report here (default OUT/accuracy.json)")
 
+    n = sub.add_parser("nve", help="NVE total-energy drift: direct vs conservative, DEQ cold vs reuse, explicit")
+    n.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
+                   help="checkpoints to compare (default: the bundled demo models)")
+    n.add_argument("--structure", default=None, help="start structure (default: frame 0 of the bundled held-out aspirin)")
+    n.add_argument("--frame", type=int, default=0)
+    n.add_argument("--steps", type=int, default=4000, help="MD steps per case (default 4000 = 2 ps at 0.5 fs)")
+    n.add_argument("--dt", type=float, default=0.5, help="time step (fs)")
+    n.add_argument("--temperature", type=float, default=300.0, help="initial temperature (K)")
+    n.add_argument("--seed", type=int, default=0, help="seed of the initial velocities (the same for every case)")
+    n.add_argument("--tol", type=float, default=1e-4, help="relative residual of cold solves")
+    n.add_argument("--reuse-tols", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3],
+                   help="reuse tolerances to compare (default 1e-1 1e-2 1e-3)")
+    n.add_argument("--adjoint-tol", type=float, default=None,
+                   help="relative residual of a conservative DEQ's adjoint solve (default: the model's deq.b_tol)")
+    n.add_argument("--modes", nargs="+", choices=["direct", "conservative"], default=None,
+                   help="force modes to run each model in (default: the model's own)")
+    n.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    n.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    n.add_argument("--out", default="bench_nve", help="output folder (PNG, JSON)")
+    n.add_argument("--json", help="write the report here (default OUT/nve.json)")
+    n.add_argument("--quiet", action="store_true", help="no progress bar")
+
 
 def run(args: argparse.Namespace) -> int:
     if args.bench == "accuracy":
         return _run_accuracy(args)
+    if args.bench == "nve":
+        return _run_nve(args)
     return _run_solver(args)
+
+
+def _run_nve(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..bench.nve import case_label, plot_nve, run_nve_benchmark
+    from ..demo import ASSETS
+    from ..simulate.options import apply_threads
+    from ..simulate.structures import load_structure
+    from ..train.checkpoint import CheckpointError, load_model
+    from .main import write_json
+
+    try:
+        apply_threads(args)
+        if args.steps < 2 or args.dt <= 0:
+            raise ValueError(f"need --steps >= 2 and --dt > 0 (got {args.steps}, {args.dt})")
+        specs = args.checkpoints or [f"{p.stem}={p}" for p in sorted(ASSETS.glob("*.pt"))]
+        models = {}
+        for spec in specs:
+            label, _, path = spec.rpartition("=")
+            label = label or Path(path).stem
+            if not Path(path).exists():
+                raise FileNotFoundError(f"checkpoint not found: {path}")
+            models[label] = load_model(path)
+        structure = args.structure or str(ASSETS / "aspirin_heldout.npz")
+        atoms = load_structure(structure, args.frame)
+        report = run_nve_benchmark(models, atoms, steps=args.steps, dt_fs=args.dt, temperature_k=args.temperature,
+                                   seed=args.seed, tol=args.tol, reuse_tols=args.reuse_tols, modes=args.modes,
+                                   dtype=args.dtype, progress=not args.quiet, adjoint_tol=args.adjoint_tol)
+    except (ValueError, FileNotFoundError, IndexError, CheckpointError) as exc:
+        print(f"dequiformer bench nve: error: {exc}", file=sys.stderr)
+        return 2
+    report.update({"structure": structure, "frame": args.frame,
+                   "checkpoints": {k: v for k, v in (s.rpartition("=")[::2] for s in specs)}})
+    out = Path(args.out)
+    report["plot"] = str(plot_nve(report, out / "nve.png"))
+    print(f"{'case':<44}{'drift eV/atom/ps':>18}{'fluct eV/atom':>15}{'solver':>8}{'adjoint':>8}{'ms/step':>9}")
+    for r in report["rows"]:
+        adj = "-" if not r["mean_adjoint_steps"] else f"{r['mean_adjoint_steps']:.1f}"
+        print(f"{case_label(r):<44}{r['drift_ev_per_atom_per_ps']:>18.2e}{r['fluctuation_ev_per_atom']:>15.2e}"
+              f"{r['mean_solver_steps']:>8.1f}{adj:>8}{r['ms_per_step']:>9.1f}")
+    write_json(args.json or out / "nve.json", report)
+    return 0
 
 
 def _run_accuracy(args: argparse.Namespace) -> int:

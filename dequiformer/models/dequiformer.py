@@ -119,7 +119,7 @@ class DEQuiformer(ForceFieldModel):
         """``dE/dpos`` (and ``dE/d(strain)``) through the fixed point by the implicit function theorem.
 
         ``dE/dpos = g^T df/dpos`` at ``z*`` with the adjoint ``g = J^T g + dE/dz*`` solved by the
-        deq solver (``b_tol``, ``b_max_iter``), started from ``extras["adjoint0"]`` when the caller
+        deq solver (``b_tol`` or the caller's ``adjoint_tol``, ``b_max_iter``), started from ``extras["adjoint0"]`` when the caller
         passed one (the previous MD step's adjoint, like the fixed point's warm start), else from
         ``dE/dz*``; its statistics go to ``extras["adjoint"]`` and the solution to
         ``extras["adjoint_vector"]``. One vector-Jacobian product of the layer then gives the
@@ -135,6 +135,7 @@ class DEQuiformer(ForceFieldModel):
         cfg = self.deq_cfg
         shape, n = x.shape, x.shape[0]
         g0 = extras.pop("adjoint0", None)
+        b_tol = float(extras.pop("adjoint_tol", cfg["b_tol"]))
         if create:
             # the copy of h keeps h's IFT hook from firing when v is taken below
             z = h.reshape(n, -1) * 1.0
@@ -149,7 +150,7 @@ class DEQuiformer(ForceFieldModel):
         solver = cfg["solver"]
         g, stats = adjoint_solve(
             fz, z, v, ctx.batch, ctx.num_graphs, solver=solver,
-            solver_kwargs=self._solver_kwargs(solver), tol=float(cfg["b_tol"]),
+            solver_kwargs=self._solver_kwargs(solver), tol=b_tol,
             max_iter=int(cfg["b_max_iter"]), g0=None if g0 is None else g0.reshape(n, -1),
         )
         extras["adjoint"] = stats
@@ -201,6 +202,7 @@ class DEQuiformer(ForceFieldModel):
         solver: str | None = None,
         trace: bool = False,
         adjoint0: torch.Tensor | None = None,
+        adjoint_tol: float | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         cfg = self.deq_cfg
         for module in self.dropout_modules():
@@ -240,6 +242,8 @@ class DEQuiformer(ForceFieldModel):
         }
         if adjoint0 is not None:  # consumed by energy_gradient (warm start of the adjoint solve)
             extras["adjoint0"] = adjoint0
+        if adjoint_tol is not None:  # consumed by energy_gradient (instead of deq.b_tol)
+            extras["adjoint_tol"] = float(adjoint_tol)
         if self.training and float(cfg["jacobian_reg"]) > 0 and torch.is_grad_enabled():
             extras["jacobian_loss"] = float(cfg["jacobian_reg"]) * jacobian_frobenius(f, z.detach().reshape(n, -1))
         return z, extras
