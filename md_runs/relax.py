@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--maxstep", type=float, default=None,
                         help="largest step per atom (A); the optimiser's default if unset")
     options.add_solver_arguments(parser)
+    parser.add_argument("--relax-cell", action="store_true",
+                        help="relax the lattice too (ASE's FrechetCellFilter; conservative models, 3D-periodic cells)")
     parser.add_argument("--traj", default="relax.traj", help="ASE trajectory of every step")
     parser.add_argument("--log", default="relax.csv", help="per-step CSV log")
     parser.add_argument("--json", help="write the summary JSON here")
@@ -50,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     atoms = load_structure(args.structure, args.frame)
     calc = options.calculator_from_args(args)
     result = run_relaxation(atoms, calc, optimizer=args.optimizer, fmax=args.fmax, steps=args.steps,
-                            maxstep=args.maxstep, traj=args.traj, log=args.log, progress=not args.quiet)
+                            maxstep=args.maxstep, traj=args.traj, log=args.log, progress=not args.quiet,
+                            cell=args.relax_cell)
     summary = {**result.summary(), "fp_reuse": calc.fp_reuse, "checkpoint": str(args.checkpoint),
-               "structure": str(args.structure), "frame": args.frame}
+               "structure": str(args.structure), "frame": args.frame,
+               "final_volume_a3": result.rows[-1]["volume_A3"]}
     options.print_summary(summary)
     write_json(args.json, summary)
     return 0

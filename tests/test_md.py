@@ -26,10 +26,10 @@ LOG_COLUMNS = ["step", "time_fs", "T_K", "E_pot_eV", "E_tot_eV", "volume_A3", "s
                "reused", "ms"]
 
 
-def write_tiny_checkpoint(path: Path, explicit: bool = False, seed: int = 0) -> Path:
+def write_tiny_checkpoint(path: Path, explicit: bool = False, seed: int = 0, forces: str = "direct") -> Path:
     """A tiny random DEQuiformer (quickly converging: pre-norm, damped residual branches) or a
     2-block EquiformerV2, saved in the trainer's checkpoint layout (eV, Angstrom)."""
-    cfg = {**TINY, "max_num_elements": 90}
+    cfg = {**TINY, "max_num_elements": 90, "forces": forces}
     cfg = {**cfg, "num_layers": 2} if explicit else {**cfg, "name": "dequiformer", "num_layers": 1,
                                                         "norm_placement": "pre"}
     deq = {"max_iter": 60}
@@ -133,3 +133,30 @@ def test_md_clear_errors(files, tmp_path):
                       "--quiet"])
     with pytest.raises(SystemExit, match="not found"):
         climain.main(["md", str(files["deq"]), "--structure", str(tmp_path / "missing.xyz"), "--quiet"])
+
+
+def test_npt_md_and_cell_relaxation_from_the_command_line(tmp_path):
+    from ase.build import bulk
+
+    crystal = bulk("NaCl", "rocksalt", a=4.6).repeat((1, 1, 2))
+    crystal.rattle(0.05, seed=0)
+    write(tmp_path / "nacl.xyz", crystal, format="extxyz")
+    cons = write_tiny_checkpoint(tmp_path / "cons.pt", forces="conservative")
+    direct = write_tiny_checkpoint(tmp_path / "direct.pt")
+    out = tmp_path / "npt.json"
+    assert climain.main(["md", str(cons), "--structure", str(tmp_path / "nacl.xyz"), "--steps", "3", "--ensemble",
+                         "npt", "--taup", "20", "--pressure", "1000", "--dtype", "float64", "--quiet",
+                         "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["ensemble"] == "npt" and summary["pressure_bar"] == 1000
+    assert summary["final_volume_a3"] != pytest.approx(crystal.get_volume(), rel=1e-9)
+    assert summary["mean_adjoint_steps"] > 0 and summary["energy_drift_ev_per_atom_per_ps"] is None
+    with pytest.raises(SystemExit, match="needs the stress"):
+        climain.main(["md", str(direct), "--structure", str(tmp_path / "nacl.xyz"), "--steps", "1", "--ensemble",
+                      "npt", "--quiet"])
+    relax = _load_script("relax")
+    js = tmp_path / "relax.json"
+    assert relax.main([str(cons), "--structure", str(tmp_path / "nacl.xyz"), "--relax-cell", "--optimizer", "fire",
+                       "--fmax", "1e-5", "--steps", "5", "--quiet", "--traj", str(tmp_path / "r.traj"),
+                       "--log", str(tmp_path / "r.csv"), "--dtype", "float64", "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["final_volume_a3"] != pytest.approx(crystal.get_volume(), rel=1e-9)
