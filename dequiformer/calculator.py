@@ -17,6 +17,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data.graph import AtomicGraph
 from .data.units import energy_factor, length_factor
+from .deq.predictor import FixedPointPredictor
 from .deq.warm_start import WarmStartStore
 
 
@@ -31,6 +32,14 @@ class DEQCalculator(Calculator):
         reuse_tol: relative residual of a warm-started solve.
         adjoint_tol: relative residual of the adjoint solve of a conservative DEQ (default: the
             model's ``deq.b_tol``).
+        predictor: with ``fp_reuse``, how many past fixed points (and adjoints) the next start is
+            extrapolated from: 1 reuses the last one, 2 and 3 extrapolate linearly and
+            quadratically along the trajectory, falling back to lower orders where the atoms'
+            own path does not follow the extrapolation (:class:`~dequiformer.deq.predictor.FixedPointPredictor`).
+            Default: 3 when ``reuse_tol <= 1e-3``, else 1. Extrapolation also extrapolates each
+            state's solver error, so it pays only for tight solves: on the demo DEQ along 0.5 fs
+            aspirin frames it cut solver steps from 8.6 to 5.6 at ``reuse_tol`` 1e-3 and from 14.0
+            to 10.1 at 1e-4, but raised them (and the force error) at 1e-2 and 1e-1.
         dtype: ``"float32"`` or ``"float64"``.
 
     Forces are the model's: the direct head's, or ``-dE/dpos`` for a model trained with
@@ -57,6 +66,7 @@ class DEQCalculator(Calculator):
         reuse_tol: float = 1e-1,
         dtype: str = "float32",
         adjoint_tol: float | None = None,
+        predictor: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,6 +95,7 @@ class DEQCalculator(Calculator):
         if not self.conservative:  # instance attribute: ASE asks the instance what it can do
             self.implemented_properties = ["energy", "free_energy", "forces"]
         self.store = WarmStartStore()
+        self.predictor = FixedPointPredictor(predictor if predictor is not None else (3 if self.reuse_tol <= 1e-3 else 1))
         self.stats: dict[str, Any] = {}
 
     def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
@@ -97,6 +108,7 @@ class DEQCalculator(Calculator):
     def reset(self) -> None:
         super().reset()
         self.store.reset()
+        self.predictor.reset()
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
@@ -115,20 +127,24 @@ class DEQCalculator(Calculator):
         want_stress = self.conservative and periodic
         kwargs: dict[str, Any] = {"stress": want_stress} if want_stress else {}
         z0 = None
+        coords = torch.as_tensor(self.atoms.positions, dtype=torch.float64)
         if self.is_deq:
             if self.fp_reuse:
-                z0 = self.store.get("system", self.atoms.numbers, on_mismatch="reset")
+                # the store only guards the species; the predictor holds the history
+                if self.store.get("system", self.atoms.numbers, on_mismatch="reset") is None:
+                    self.predictor.reset()
+                guess = self.predictor.predict(coords)
+                z0 = guess.get("z")
+                if self.conservative:
+                    kwargs["adjoint0"] = guess.get("adjoint")
             kwargs.update(z0=z0, tol=self.reuse_tol if z0 is not None else self.tol)
-            if self.fp_reuse and self.conservative:
-                kwargs["adjoint0"] = self.store.get("adjoint", self.atoms.numbers, on_mismatch="reset")
             if self.conservative and self.adjoint_tol is not None:
                 kwargs["adjoint_tol"] = self.adjoint_tol
         with torch.no_grad():
             out = self.model(graph, **kwargs)
         if self.fp_reuse:
             self.store.put("system", out["fixed_point"], self.atoms.numbers)
-            if self.conservative:
-                self.store.put("adjoint", out["adjoint_vector"], self.atoms.numbers)
+            self.predictor.record(coords, z=out["fixed_point"], adjoint=out.get("adjoint_vector"))
         energy = float(out["energy"][0]) * self.energy_to_ev
         forces = out["forces"].detach().cpu().double().numpy() * self.force_to_ev_per_a
         self.results = {"energy": energy, "free_energy": energy, "forces": np.ascontiguousarray(forces)}
@@ -142,6 +158,7 @@ class DEQCalculator(Calculator):
             "residual": float(stats.residual[0]),
             "converged": bool(stats.converged[0]),
             "reused": z0 is not None,
+            "predictor_order": self.predictor.last_order if z0 is not None else 0,
             "seconds": time.perf_counter() - start,
         }
         if "adjoint" in out:

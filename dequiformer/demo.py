@@ -1,5 +1,6 @@
 """The bundled demo: explicit 8-block EquiformerV2 vs DEQuiformer (cold and with fixed-point
-reuse) on held-out GFN2-xTB aspirin frames and a short Langevin MD, all measured in one run."""
+reuse), direct and conservative forces, on held-out GFN2-xTB aspirin frames and a short NVE MD
+from the same start, all measured in one run."""
 from __future__ import annotations
 
 import time
@@ -10,7 +11,16 @@ import numpy as np
 import torch
 
 ASSETS = Path(__file__).parent / "assets" / "demo"
-FILES = {"deq": "deq.pt", "explicit": "explicit8.pt", "frames": "aspirin_heldout.npz"}
+FILES = {"deq": "deq.pt", "explicit": "explicit8.pt", "deq_conservative": "deq_conservative.pt",
+         "explicit_conservative": "explicit8_conservative.pt", "frames": "aspirin_heldout.npz"}
+#: the demo's rows: (key, label, model, reuse)
+ROWS = (
+    ("explicit", "EquiformerV2, 8 blocks", "explicit", False),
+    ("deq_cold", "DEQuiformer, cold", "deq", False),
+    ("deq_reuse", "DEQuiformer, fixed-point reuse", "deq", True),
+    ("explicit_conservative", "EquiformerV2, 8 blocks, conservative", "explicit_conservative", False),
+    ("deq_conservative_reuse", "DEQuiformer, conservative, reuse", "deq_conservative", True),
+)
 
 
 def asset_paths(assets: str | Path | None = None) -> dict[str, Path]:
@@ -23,14 +33,18 @@ def asset_paths(assets: str | Path | None = None) -> dict[str, Path]:
     return paths
 
 
-def run_demo(assets: str | Path | None = None, out_dir: str | Path = "demo_out", md_steps: int = 60,
+def run_demo(assets: str | Path | None = None, out_dir: str | Path = "demo_out", md_steps: int = 200,
              temperature_k: float = 500.0, dt_fs: float = 0.5, eval_frames: int = 200, markov_frames: int = 40,
-             seed: int = 0, progress: bool = True, reuse_tol: float | None = 1e-2) -> dict[str, Any]:
+             seed: int = 0, progress: bool = True, reuse_tol: float | None = 1e-2,
+             conservative_reuse_tol: float = 1e-3) -> dict[str, Any]:
     """Run the demo; returns the report dict and writes ``report.md`` and ``solver_steps.png``.
 
-    ``reuse_tol`` is the relative residual of warm-started solves (None: the checkpoint's
-    ``deq.reuse_tol``). The demo default 1e-2 keeps the Markov difference under 1 % for the
-    briefly trained bundled model; cold solves use the checkpoint's ``deq.tol``.
+    Every row runs the same NVE MD (velocity Verlet from the first held-out frame, velocities
+    drawn at ``temperature_k`` from ``seed``), so its total-energy drift is measured alongside its
+    speed. ``reuse_tol`` is the relative residual of warm-started direct-force solves (None: the
+    checkpoint's ``deq.reuse_tol``; the default 1e-2 keeps the Markov difference under 1 % for the
+    bundled model); ``conservative_reuse_tol`` that of the conservative DEQ, whose adjoint solve
+    uses its checkpoint's ``deq.b_tol``. Cold solves use the checkpoint's ``deq.tol``.
     """
     from .calculator import DEQCalculator
     from .data.readers import read_dataset
@@ -45,7 +59,7 @@ def run_demo(assets: str | Path | None = None, out_dir: str | Path = "demo_out",
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     data = read_dataset(paths["frames"])
-    models = {"explicit": load_model(paths["explicit"]), "deq": load_model(paths["deq"])}
+    models = {key: load_model(paths[key]) for key in FILES if key != "frames"}
     units = models["deq"].units
     n_eval = min(eval_frames, len(data))
     accuracy = {}
@@ -53,41 +67,45 @@ def run_demo(assets: str | Path | None = None, out_dir: str | Path = "demo_out",
         graphs = GraphDataset(data.subset(range(n_eval)), model.cutoff, model.max_neighbors, next(model.parameters()).dtype)
         accuracy[name] = evaluate(model, graphs, batch_size=8)
 
-    deq_cfg = models["deq"].deq_cfg
-    tol = float(deq_cfg["tol"])
-    reuse_tol = float(deq_cfg["reuse_tol"] if reuse_tol is None else reuse_tol)
-    runs = {
-        "explicit": (models["explicit"], False),
-        "deq_cold": (models["deq"], False),
-        "deq_reuse": (models["deq"], True),
-    }
+    tol = float(models["deq"].deq_cfg["tol"])
+    reuse_tol = float(models["deq"].deq_cfg["reuse_tol"] if reuse_tol is None else reuse_tol)
     report: dict[str, Any] = {}
     series: dict[str, list[int]] = {}
-    for mode, (model, reuse) in runs.items():
-        calc = DEQCalculator(model, fp_reuse=reuse, tol=tol, reuse_tol=reuse_tol)
+    for key, _, name, reuse in ROWS:
+        model = models[name]
+        conservative = bool(model.conservative)
+        calc = DEQCalculator(model, fp_reuse=reuse, tol=tol,
+                             reuse_tol=conservative_reuse_tol if conservative else reuse_tol)
         atoms = data[0].to_atoms()
         atoms.calc = None
-        result = run_md(atoms, calc, md_steps, dt_fs=dt_fs, temperature_k=temperature_k, ensemble="langevin",
+        result = run_md(atoms, calc, md_steps, dt_fs=dt_fs, temperature_k=temperature_k, ensemble="nve",
                         seed=seed, progress=progress)
         summary = result.summary()
-        acc = accuracy["explicit" if mode == "explicit" else "deq"]
-        series[mode] = [int(r["solver_steps"]) for r in result.rows]
-        report[mode] = {
+        acc = accuracy[name]
+        series[key] = [int(r["solver_steps"]) + int(r["adjoint_steps"]) for r in result.rows]
+        report[key] = {
+            "forces": "conservative" if conservative else "direct",
             "forces_mae": float(acc["forces_mae"]),
             "energy_mae": float(acc["energy_mae"]),
             "units": {"energy": units["energy"], "forces": f"{units['energy']}/{units['length']}"},
             "mean_solver_steps": float(summary["mean_solver_steps"]),
+            "mean_adjoint_steps": float(summary["mean_adjoint_steps"]),
             "first_step_solver_steps": int(summary["first_step_solver_steps"]),
             "ms_per_step": float(summary["ms_per_step"]),
+            "energy_drift_ev_per_atom_per_ps": summary["energy_drift_ev_per_atom_per_ps"],
             "unconverged_steps": int(summary["unconverged_steps"]),
+            "reuse_tol": (conservative_reuse_tol if conservative else reuse_tol) if reuse else None,
             "eval_frames": n_eval,
         }
     report["speedup_vs_explicit"] = report["explicit"]["ms_per_step"] / report["deq_reuse"]["ms_per_step"]
     report["speedup_cold_vs_explicit"] = report["explicit"]["ms_per_step"] / report["deq_cold"]["ms_per_step"]
+    report["conservative_speedup_vs_explicit"] = (report["explicit_conservative"]["ms_per_step"]
+                                                  / report["deq_conservative_reuse"]["ms_per_step"])
     report["markov"] = markov_check(models["deq"], data, frames=min(markov_frames, len(data)),
                                     tol=tol, reuse_tol=reuse_tol, progress=progress)
-    report["md"] = {"steps": md_steps, "ensemble": "langevin", "temperature_k": temperature_k, "dt_fs": dt_fs,
-                    "threads": torch.get_num_threads(), "tol": tol, "reuse_tol": reuse_tol}
+    report["md"] = {"steps": md_steps, "ensemble": "nve", "temperature_k": temperature_k, "dt_fs": dt_fs,
+                    "threads": torch.get_num_threads(), "tol": tol, "reuse_tol": reuse_tol,
+                    "conservative_reuse_tol": conservative_reuse_tol}
     report["seconds_total"] = time.perf_counter() - start
     _write_markdown(out_dir / "report.md", report)
     _plot(out_dir / "solver_steps.png", series, dt_fs)
@@ -95,16 +113,20 @@ def run_demo(assets: str | Path | None = None, out_dir: str | Path = "demo_out",
 
 
 def table(report: dict[str, Any]) -> str:
-    """Markdown table of the three runs."""
+    """Markdown table of the demo's rows."""
     unit = report["deq_cold"]["units"]["forces"]
     lines = [f"| model | force MAE ({unit}) | energy MAE ({report['deq_cold']['units']['energy']}) | "
-             "solver steps per MD step | ms per MD step | speed-up vs explicit |", "|---|---|---|---|---|---|"]
-    explicit_ms = report["explicit"]["ms_per_step"]
-    for mode, label in (("explicit", "EquiformerV2, 8 blocks"), ("deq_cold", "DEQuiformer, cold"),
-                        ("deq_reuse", "DEQuiformer, fixed-point reuse")):
-        r = report[mode]
-        lines.append(f"| {label} | {r['forces_mae']:.3f} | {r['energy_mae']:.3f} | {r['mean_solver_steps']:.2f} | "
-                     f"{r['ms_per_step']:.1f} | {explicit_ms / r['ms_per_step']:.2f}x |")
+             "solver (+ adjoint) steps per MD step | ms per MD step | speed-up vs explicit | "
+             "NVE drift (eV/atom/ps) |", "|---|---|---|---|---|---|---|"]
+    for key, label, _, _ in ROWS:
+        r = report[key]
+        # each row against the explicit model with the same kind of forces
+        explicit_ms = report["explicit_conservative" if r["forces"] == "conservative" else "explicit"]["ms_per_step"]
+        steps = f"{r['mean_solver_steps']:.2f}" + (f" + {r['mean_adjoint_steps']:.2f}" if r["mean_adjoint_steps"] else "")
+        drift = r["energy_drift_ev_per_atom_per_ps"]
+        lines.append(f"| {label} | {r['forces_mae']:.3f} | {r['energy_mae']:.3f} | {steps} | "
+                     f"{r['ms_per_step']:.1f} | {explicit_ms / r['ms_per_step']:.2f}x | "
+                     f"{'-' if drift is None else format(drift, '.1e')} |")
     return "\n".join(lines)
 
 
@@ -114,9 +136,11 @@ def _write_markdown(path: Path, report: dict[str, Any]) -> None:
     text = (
         "# dequiformer demo\n\n"
         f"Held-out GFN2-xTB aspirin frames ({report['deq_cold']['eval_frames']} for the errors) and a "
-        f"{md['steps']}-step Langevin MD at {md['temperature_k']:.0f} K, {md['dt_fs']} fs, "
-        f"{md['threads']} torch thread(s); DEQ solves to a relative residual of {md['tol']:g} cold and "
-        f"{md['reuse_tol']:g} from the previous step's fixed point. Every number below was measured in this run.\n\n"
+        f"{md['steps']}-step NVE MD from the same start (velocities at {md['temperature_k']:.0f} K), "
+        f"{md['dt_fs']} fs, {md['threads']} torch thread(s); DEQ solves to a relative residual of {md['tol']:g} "
+        f"cold and {md['reuse_tol']:g} ({md['conservative_reuse_tol']:g} for the conservative DEQ) from the "
+        f"previous step's fixed point. Speed-ups compare each row with the explicit model of the same kind of "
+        f"forces. Every number below was measured in this run.\n\n"
         + table(report) + "\n\n"
         f"Markov check over {m['frames']} consecutive frames: mean relative force difference between "
         f"warm-started and cold solves {100 * m['force_rel_diff_mean']:.3f} % (max {100 * m['force_rel_diff_max']:.3f} %); "
@@ -135,11 +159,11 @@ def _plot(path: Path, series: dict[str, list[int]], dt_fs: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    labels = {"explicit": "EquiformerV2 (8 blocks)", "deq_cold": "DEQuiformer, cold", "deq_reuse": "DEQuiformer, reuse"}
+    labels = {key: label for key, label, _, _ in ROWS}
     for mode, steps in series.items():
         ax.plot(np.arange(len(steps)) * dt_fs, steps, label=labels[mode], drawstyle="steps-mid")
     ax.set_xlabel("MD time (fs)")
-    ax.set_ylabel("block evaluations per force call")
+    ax.set_ylabel("block evaluations per MD step")
     ax.set_ylim(bottom=0)
     ax.legend()
     fig.tight_layout()

@@ -12,10 +12,14 @@ def test_demo_runs_on_bundled_assets(tmp_path):
     assert main(["demo", "--md-steps", "4", "--eval-frames", "8", "--markov-frames", "3", "--threads", "1",
                  "--quiet", "--out", str(tmp_path / "demo_out"), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    for mode in ("explicit", "deq_cold", "deq_reuse"):
+    for mode in ("explicit", "deq_cold", "deq_reuse", "explicit_conservative", "deq_conservative_reuse"):
         row = report[mode]
-        assert set(row) >= {"forces_mae", "energy_mae", "units", "mean_solver_steps", "ms_per_step"}
+        assert set(row) >= {"forces_mae", "energy_mae", "units", "mean_solver_steps", "ms_per_step",
+                            "energy_drift_ev_per_atom_per_ps", "forces"}
         assert row["forces_mae"] > 0 and row["ms_per_step"] > 0
+        assert row["forces"] == ("conservative" if "conservative" in mode else "direct")
+    assert report["deq_conservative_reuse"]["mean_adjoint_steps"] > 0
+    assert report["md"]["ensemble"] == "nve"
     assert report["explicit"]["mean_solver_steps"] == 8
     assert report["deq_reuse"]["mean_solver_steps"] <= report["deq_cold"]["mean_solver_steps"]
     assert report["speedup_vs_explicit"] > 0

@@ -1,0 +1,91 @@
+"""Fixed-point prediction along a trajectory: extrapolate the next start from the last few.
+
+Along an MD trajectory the fixed point is a smooth function of time, so polynomial
+extrapolation from the last ``k`` fixed points (``k`` = 2: ``2 z_n - z_{n-1}``; 3:
+``3 z_n - 3 z_{n-1} + z_{n-2}``) starts the next solve far closer than the last fixed point
+alone, as always-stable predictors do for polarisable force fields (short histories only:
+longer polynomial extrapolations amplify noise and become unstable).
+
+The guard needs no extra layer evaluation: the same coefficients are applied to the
+coordinates the states belong to. When they do not predict the new coordinates well (a jump,
+an optimiser's line search, a restart) the state extrapolation would not either, and the next
+lower order is tried, down to the last state itself, which is exactly plain reuse. The
+predictor knows nothing about chemistry: states and coordinates are just tensors.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+__all__ = ["EXTRAPOLATION", "FixedPointPredictor"]
+
+#: polynomial extrapolation coefficients for the states ``(x_n, x_{n-1}, ...)`` by history length
+EXTRAPOLATION: dict[int, tuple[float, ...]] = {1: (1.0,), 2: (2.0, -1.0), 3: (3.0, -3.0, 1.0)}
+
+
+class FixedPointPredictor:
+    """Keeps the last ``history`` states (any named tensors, e.g. a fixed point and an adjoint)
+    with their coordinates, and predicts the states at new coordinates.
+
+    Args:
+        history: states kept, 1-3 (1: plain reuse of the last state).
+        max_position_error: an order is used only if it predicts the new coordinates to within
+            this fraction of the distance moved since the last state (0.5 by default).
+    """
+
+    def __init__(self, history: int = 3, max_position_error: float = 0.5) -> None:
+        if history not in EXTRAPOLATION:
+            raise ValueError(f"predictor history must be one of {sorted(EXTRAPOLATION)}, got {history!r}")
+        if max_position_error <= 0:
+            raise ValueError(f"max_position_error must be > 0, got {max_position_error}")
+        self.history = int(history)
+        self.max_position_error = float(max_position_error)
+        self._coords: deque[torch.Tensor] = deque(maxlen=self.history)
+        self._states: deque[dict[str, torch.Tensor]] = deque(maxlen=self.history)
+        self.last_order = 0
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def reset(self) -> None:
+        """Forget the history (new system, changed atoms)."""
+        self._coords.clear()
+        self._states.clear()
+        self.last_order = 0
+
+    def record(self, coords: torch.Tensor, **states: torch.Tensor | None) -> None:
+        """Append the converged states at ``coords`` (detached copies; ``None`` states are skipped).
+
+        A history whose shapes differ from the new entry's is dropped first."""
+        coords = coords.detach().to(torch.float64).clone()
+        if self._coords and self._coords[-1].shape != coords.shape:
+            self.reset()
+        self._coords.appendleft(coords)
+        self._states.appendleft({k: v.detach().clone() for k, v in states.items() if v is not None})
+
+    def order_for(self, coords: torch.Tensor) -> int:
+        """The highest history length whose extrapolation of the coordinates passes the guard
+        (0 with no history)."""
+        if not self._coords:
+            return 0
+        coords = coords.detach().to(torch.float64)
+        if coords.shape != self._coords[0].shape:
+            return 0
+        moved = torch.linalg.vector_norm(coords - self._coords[0])
+        for order in range(len(self._coords), 1, -1):
+            guess = sum(c * x for c, x in zip(EXTRAPOLATION[order], self._coords))
+            if torch.linalg.vector_norm(coords - guess) <= self.max_position_error * moved:
+                return order
+        return 1
+
+    def predict(self, coords: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predicted states at ``coords`` (empty with no history); ``last_order`` says which
+        extrapolation was used (1: the last states themselves)."""
+        order = self.order_for(coords)
+        self.last_order = order
+        if order == 0:
+            return {}
+        coefficients = EXTRAPOLATION[order]
+        names = set.intersection(*(set(s) for s in list(self._states)[:order]))
+        return {name: sum(c * s[name] for c, s in zip(coefficients, self._states)) for name in names}
