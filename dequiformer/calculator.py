@@ -31,7 +31,8 @@ class DEQCalculator(Calculator):
         tol: relative residual of a cold solve.
         reuse_tol: relative residual of a warm-started solve.
         adjoint_tol: relative residual of the adjoint solve of a conservative DEQ (default: the
-            model's ``deq.b_tol``).
+            tolerance of the same call's fixed-point solve, ``tol`` cold and ``reuse_tol`` warm:
+            an adjoint looser than its fixed point would set the force error alone).
         predictor: with ``fp_reuse``, how many past fixed points (and adjoints) the next start is
             extrapolated from: 1 reuses the last one, 2 and 3 extrapolate linearly and
             quadratically along the trajectory, falling back to lower orders where the atoms'
@@ -138,8 +139,8 @@ class DEQCalculator(Calculator):
                 if self.conservative:
                     kwargs["adjoint0"] = guess.get("adjoint")
             kwargs.update(z0=z0, tol=self.reuse_tol if z0 is not None else self.tol)
-            if self.conservative and self.adjoint_tol is not None:
-                kwargs["adjoint_tol"] = self.adjoint_tol
+            if self.conservative:
+                kwargs["adjoint_tol"] = self.adjoint_tol if self.adjoint_tol is not None else kwargs["tol"]
         with torch.no_grad():
             out = self.model(graph, **kwargs)
         if self.fp_reuse:

@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--reuse-tols", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3],
                    help="reuse tolerances to compare (default 1e-1 1e-2 1e-3)")
     n.add_argument("--adjoint-tol", type=float, default=None,
-                   help="relative residual of a conservative DEQ's adjoint solve (default: the model's deq.b_tol)")
+                   help="relative residual of a conservative DEQ's adjoint solve (default: that of the same call's "
+                        "fixed-point solve)")
     n.add_argument("--modes", nargs="+", choices=["direct", "conservative"], default=None,
                    help="force modes to run each model in (default: the model's own)")
     n.add_argument("--dtype", choices=["float32", "float64"], default="float32")
