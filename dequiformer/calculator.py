@@ -7,6 +7,7 @@ previous adjoint vector) as the next call's starting guess.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class DEQCalculator(Calculator):
         adjoint_tol: relative residual of the adjoint solve of a conservative DEQ (default: the
             tolerance of the same call's fixed-point solve, ``tol`` cold and ``reuse_tol`` warm:
             an adjoint looser than its fixed point would set the force error alone).
+        max_iter: solver iteration cap of each solve (default: the model's ``deq.max_iter``;
+            the adjoint keeps ``deq.b_max_iter``).
         predictor: with ``fp_reuse``, how many past fixed points (and adjoints) the next start is
             extrapolated from: 1 reuses the last one, 2 and 3 extrapolate linearly and
             quadratically along the trajectory, falling back to lower orders where the atoms'
@@ -52,7 +55,8 @@ class DEQCalculator(Calculator):
     After each calculation ``calc.stats`` holds ``solver_steps`` (layer-block evaluations:
     per-graph steps times blocks per layer for a DEQ, ``num_layers`` for an explicit model),
     ``residual``, ``reused``, ``converged`` and ``seconds``; a conservative DEQ adds
-    ``adjoint_steps`` and ``adjoint_residual`` (the adjoint solve ``g = J^T g + dE/dz*``). The
+    ``adjoint_steps`` and ``adjoint_residual`` (the adjoint solve ``g = J^T g + dE/dz*``), and
+    ``unconverged_calls`` counts calls with an unconverged solve (the first one also warns). The
     warm starts are dropped when the number or species of atoms change (and after ``reset()``).
     """
 
@@ -68,6 +72,7 @@ class DEQCalculator(Calculator):
         dtype: str = "float32",
         adjoint_tol: float | None = None,
         predictor: int | None = None,
+        max_iter: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -88,6 +93,10 @@ class DEQCalculator(Calculator):
         self.fp_reuse = bool(fp_reuse) and self.is_deq
         self.tol, self.reuse_tol = float(tol), float(reuse_tol)
         self.adjoint_tol = None if adjoint_tol is None else float(adjoint_tol)
+        if max_iter is not None and int(max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        self.max_iter = None if max_iter is None else int(max_iter)
+        self.unconverged_calls = 0  # calls whose fixed-point (or adjoint) solve did not converge
         units = self.model.units
         self.energy_to_ev = energy_factor(units["energy"], "eV")
         self.force_to_ev_per_a = self.energy_to_ev / length_factor(units["length"], "Angstrom")
@@ -139,6 +148,8 @@ class DEQCalculator(Calculator):
                 if self.conservative:
                     kwargs["adjoint0"] = guess.get("adjoint")
             kwargs.update(z0=z0, tol=self.reuse_tol if z0 is not None else self.tol)
+            if self.max_iter is not None:
+                kwargs["max_iter"] = self.max_iter
             if self.conservative:
                 kwargs["adjoint_tol"] = self.adjoint_tol if self.adjoint_tol is not None else kwargs["tol"]
         with torch.no_grad():
@@ -166,3 +177,12 @@ class DEQCalculator(Calculator):
             self.stats["adjoint_steps"] = int(out["adjoint"].steps[0]) * blocks
             self.stats["adjoint_residual"] = float(out["adjoint"].residual[0])
             self.stats["adjoint_converged"] = bool(out["adjoint"].converged[0])
+        if not (self.stats["converged"] and self.stats.get("adjoint_converged", True)):
+            if self.unconverged_calls == 0:  # once per calculator: MD would otherwise flood the log
+                warnings.warn(
+                    f"DEQCalculator: a {'fixed-point' if not self.stats['converged'] else 'adjoint'} solve stopped "
+                    f"unconverged (residual {self.stats['residual']:.3g}, steps {self.stats['solver_steps']}); forces "
+                    f"carry the solver error. Raise max_iter or loosen tol; calc.stats['unconverged_calls'] counts them",
+                    RuntimeWarning, stacklevel=2)
+            self.unconverged_calls += 1
+        self.stats["unconverged_calls"] = self.unconverged_calls

@@ -192,3 +192,20 @@ def test_conservative_nve_conserves_energy():
     calc.model.deq_cfg["b_tol"] = 1e-8
     result = run_md(atoms, calc, steps=200, dt_fs=0.25, temperature_k=300, progress=False)
     assert abs(result.summary()["energy_drift_ev_per_atom_per_ps"]) < 1e-5
+
+
+def test_unconverged_solves_warn_once_and_are_counted():
+    calc = DEQCalculator(tiny_model(), dtype="float64", tol=1e-12, max_iter=2, fp_reuse=False)
+    atoms = molecule("H2O")
+    atoms.calc = calc
+    with pytest.warns(RuntimeWarning, match="unconverged"):
+        atoms.get_forces()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        atoms.positions[0, 0] += 0.01
+        atoms.get_forces()
+    assert calc.stats["solver_steps"] == 2 and calc.stats["unconverged_calls"] == 2
+    with pytest.raises(ValueError, match="max_iter must be >= 1"):
+        DEQCalculator(tiny_model(), max_iter=0)

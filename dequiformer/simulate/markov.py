@@ -43,6 +43,7 @@ def markov_check(
     device: str = "cpu",
     progress: bool = True,
     where: str = "model",
+    max_iter: int | None = None,
 ) -> dict[str, Any]:
     """Compare reuse and cold solves on frames ``start .. start+frames-1`` of ``dataset``.
 
@@ -64,8 +65,10 @@ def markov_check(
     n = len(dataset)
     first = check_frame_index(start, n, dataset.source)
     check_frame_index(first + frames - 1, n, dataset.source)
-    cold = DEQCalculator(model, device=device, fp_reuse=False, tol=tol, reuse_tol=reuse_tol, dtype=dtype)
-    reuse = DEQCalculator(model, device=device, fp_reuse=True, tol=tol, reuse_tol=reuse_tol, dtype=dtype)
+    cold = DEQCalculator(model, device=device, fp_reuse=False, tol=tol, reuse_tol=reuse_tol, dtype=dtype,
+                         max_iter=max_iter)
+    reuse = DEQCalculator(model, device=device, fp_reuse=True, tol=tol, reuse_tol=reuse_tol, dtype=dtype,
+                          max_iter=max_iter)
     rel, de, steps_cold, steps_reuse, unconverged = [], [], [], [], 0
     for k in tqdm(range(first, first + frames), desc="Markov check", unit="frame", disable=not progress):
         atoms = dataset[k].to_atoms()

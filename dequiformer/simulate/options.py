@@ -9,13 +9,15 @@ if TYPE_CHECKING:
 
 
 def add_solver_arguments(parser: argparse.ArgumentParser, reuse_flag: bool = True) -> None:
-    """``--tol``, ``--reuse-tol``, ``--dtype``, ``--device`` (and ``--no-reuse``)."""
+    """``--tol``, ``--reuse-tol``, ``--max-iter``, ``--dtype``, ``--device`` (and ``--no-reuse``)."""
     if reuse_flag:
         parser.add_argument("--no-reuse", action="store_true",
                             help="solve every force call cold (no fixed-point reuse)")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative residual of a cold solve")
     parser.add_argument("--reuse-tol", type=float, default=1e-1,
                         help="relative residual of a warm-started solve")
+    parser.add_argument("--max-iter", type=int, default=None,
+                        help="solver iteration cap per force call (default: the checkpoint's deq.max_iter)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     add_threads_argument(parser)
@@ -54,7 +56,8 @@ def calculator_from_args(args: argparse.Namespace) -> "DEQCalculator":
 
     apply_threads(args)
     return DEQCalculator(args.checkpoint, device=args.device, fp_reuse=not getattr(args, "no_reuse", False),
-                         tol=args.tol, reuse_tol=args.reuse_tol, dtype=args.dtype)
+                         tol=args.tol, reuse_tol=args.reuse_tol, dtype=args.dtype,
+                         max_iter=getattr(args, "max_iter", None))
 
 
 def user_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
