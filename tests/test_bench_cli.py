@@ -1,6 +1,8 @@
 """`dequiformer bench solver` end to end on a tiny batch."""
 import json
 
+import numpy as np
+
 from dequiformer.cli.main import main
 
 
@@ -86,3 +88,31 @@ def test_bench_nve_end_to_end(tmp_path):
         assert cons < direct
     assert (out / "nve.png").stat().st_size > 0
     assert main(["bench", "nve", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+
+
+def test_bench_md_end_to_end(tmp_path):
+    from ase.build import molecule
+    from ase.io import write
+
+    from dequiformer.bench.md_speed import molecule_grid
+    from test_md import write_tiny_checkpoint
+
+    grid = molecule_grid(molecule("H2O"), 5, spacing=6.0, periodic=True)
+    assert len(grid) == 15 and grid.pbc.all() and np.allclose(grid.cell.lengths(), 12.0)
+    write(tmp_path / "water.xyz", molecule("H2O"), format="extxyz")
+    deq = write_tiny_checkpoint(tmp_path / "deq.pt")
+    explicit = write_tiny_checkpoint(tmp_path / "ev2.pt", explicit=True)
+    out = tmp_path / "md"
+    assert main(["bench", "md", "--checkpoint", f"deq={deq}", f"x={explicit}", "--structure", str(tmp_path / "water.xyz"),
+                 "--copies", "1", "2", "--steps", "3", "--dtype", "float64", "--no-isolate", "--quiet",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "md.json").read_text())
+    assert {(r["atoms"], r["model"]) for r in report["rows"]} == {
+        (n, m) for n in (3, 6) for m in ("explicit", "deq_cold", "deq_reuse", "deq_predictor")}
+    for r in report["rows"]:
+        assert set(r) >= {"atoms", "model", "ms_per_step", "solver_steps", "peak_rss_mb"}
+        assert r["ms_per_step"] > 0 and r["peak_rss_mb"] > 0
+    by = {(r["atoms"], r["model"]): r for r in report["rows"]}
+    assert by[(6, "deq_reuse")]["solver_steps"] < by[(6, "deq_cold")]["solver_steps"]
+    assert [r["atoms"] for r in report["ratios"]] == [3, 6]
+    assert (out / "md_speed.png").stat().st_size > 0

@@ -1,5 +1,6 @@
-"""``dequiformer bench solver | accuracy | nve``: solver speed and f-evaluation counts; accuracy of
-several configs trained on the same data under the same budget; NVE energy conservation."""
+"""``dequiformer bench solver | accuracy | nve | md``: solver speed and f-evaluation counts; accuracy
+of several configs trained on the same data under the same budget; NVE energy conservation; MD
+speed and memory against system size."""
 from __future__ import annotations
 
 import argparse
@@ -58,13 +59,83 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--json", help="write the report here (default OUT/nve.json)")
     n.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    m = sub.add_parser("md", help="ms per MD step against system size: explicit, DEQ cold, reuse, predictor")
+    m.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
+                   help="checkpoints (default: the bundled demo DEQ and explicit models)")
+    m.add_argument("--structure", default=None, help="the molecule to replicate (default: bundled held-out aspirin)")
+    m.add_argument("--frame", type=int, default=0)
+    m.add_argument("--copies", type=int, nargs="+", default=[1, 8, 27, 64],
+                   help="copies of the molecule per system (default 1 8 27 64: 21-1344 aspirin atoms)")
+    m.add_argument("--periodic", action="store_true", help="make each system a periodic box (cell = the grid)")
+    m.add_argument("--steps", type=int, default=10, help="NVE MD steps per case after the first call (default 10)")
+    m.add_argument("--tol", type=float, default=1e-4, help="relative residual of cold solves")
+    m.add_argument("--reuse-tol", type=float, default=1e-2, help="relative residual of warm-started solves")
+    m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
+    m.add_argument("--threads", type=int, default=1, help="torch CPU threads per case (default 1)")
+    m.add_argument("--no-isolate", action="store_true",
+                   help="run the cases in this process (faster; peak_rss_mb is then this process's peak so far)")
+    m.add_argument("--out", default="bench_md", help="output folder (PNG, JSON)")
+    m.add_argument("--json", help="write the report here (default OUT/md.json)")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+
 
 def run(args: argparse.Namespace) -> int:
     if args.bench == "accuracy":
         return _run_accuracy(args)
     if args.bench == "nve":
         return _run_nve(args)
+    if args.bench == "md":
+        return _run_md_speed(args)
     return _run_solver(args)
+
+
+def _checkpoint_specs(specs: list[str], default: list[str]) -> dict[str, str]:
+    """``[LABEL=]PATH`` arguments as ``{label: path}`` (label: the file's stem); missing files raise."""
+    from pathlib import Path
+
+    out = {}
+    for spec in specs or default:
+        label, _, path = spec.rpartition("=")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        out[label or Path(path).stem] = path
+    return out
+
+
+def _run_md_speed(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..bench.md_speed import plot_md_speed, run_md_speed_benchmark
+    from ..demo import ASSETS
+    from ..simulate.structures import load_structure
+    from ..train.checkpoint import CheckpointError
+    from .main import write_json
+
+    try:
+        if args.steps < 1 or min(args.copies) < 1:
+            raise ValueError(f"need --steps >= 1 and --copies >= 1 (got {args.steps}, {args.copies})")
+        checkpoints = _checkpoint_specs(args.checkpoints, [str(ASSETS / "deq.pt"), str(ASSETS / "explicit8.pt")])
+        molecule = load_structure(args.structure or str(ASSETS / "aspirin_heldout.npz"), args.frame)
+        report = run_md_speed_benchmark(checkpoints, molecule, args.copies, args.periodic, args.steps, tol=args.tol,
+                                        reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
+                                        threads=args.threads, isolate=not args.no_isolate, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
+        print(f"dequiformer bench md: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    report["checkpoints"] = checkpoints
+    report["plot"] = str(plot_md_speed(report, out / "md_speed.png"))
+    print(f"{'atoms':>6} {'checkpoint':<14}{'model':<15}{'ms/step':>9}{'solver':>8}{'peak MB':>9}")
+    for r in report["rows"]:
+        print(f"{r['atoms']:>6} {r['checkpoint']:<14}{r['model']:<15}{r['ms_per_step']:>9.1f}{r['solver_steps']:>8.2f}"
+              f"{r['peak_rss_mb']:>9.0f}")
+    for r in report["ratios"]:
+        if len(r) > 1:
+            print(f"{r['atoms']:>6} atoms: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "atoms"))
+    write_json(args.json or out / "md.json", report)
+    return 0
 
 
 def _run_nve(args: argparse.Namespace) -> int:
@@ -82,14 +153,8 @@ def _run_nve(args: argparse.Namespace) -> int:
         apply_threads(args)
         if args.steps < 2 or args.dt <= 0:
             raise ValueError(f"need --steps >= 2 and --dt > 0 (got {args.steps}, {args.dt})")
-        specs = args.checkpoints or [f"{p.stem}={p}" for p in sorted(ASSETS.glob("*.pt"))]
-        models = {}
-        for spec in specs:
-            label, _, path = spec.rpartition("=")
-            label = label or Path(path).stem
-            if not Path(path).exists():
-                raise FileNotFoundError(f"checkpoint not found: {path}")
-            models[label] = load_model(path)
+        checkpoints = _checkpoint_specs(args.checkpoints, [str(p) for p in sorted(ASSETS.glob("*.pt"))])
+        models = {label: load_model(path) for label, path in checkpoints.items()}
         structure = args.structure or str(ASSETS / "aspirin_heldout.npz")
         atoms = load_structure(structure, args.frame)
         report = run_nve_benchmark(models, atoms, steps=args.steps, dt_fs=args.dt, temperature_k=args.temperature,
@@ -98,8 +163,7 @@ def _run_nve(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, IndexError, CheckpointError) as exc:
         print(f"dequiformer bench nve: error: {exc}", file=sys.stderr)
         return 2
-    report.update({"structure": structure, "frame": args.frame,
-                   "checkpoints": {k: v for k, v in (s.rpartition("=")[::2] for s in specs)}})
+    report.update({"structure": structure, "frame": args.frame, "checkpoints": checkpoints})
     out = Path(args.out)
     report["plot"] = str(plot_nve(report, out / "nve.png"))
     print(f"{'case':<44}{'drift eV/atom/ps':>18}{'fluct eV/atom':>15}{'solver':>8}{'adjoint':>8}{'ms/step':>9}")

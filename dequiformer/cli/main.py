@@ -18,7 +18,7 @@ from typing import Any, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dequiformer.cli.train", "train a force field from a YAML config (resume, torchrun)"),
     "eval": ("dequiformer.cli.eval", "energy / force errors of a checkpoint on a data set"),
-    "bench": ("dequiformer.cli.bench", "benchmarks: solver (speed, f-evaluations), accuracy (configs at equal budget), nve (energy drift)"),
+    "bench": ("dequiformer.cli.bench", "benchmarks: solver, accuracy (configs at equal budget), nve (energy drift), md (speed vs size)"),
     "md": ("dequiformer.cli.md", "molecular dynamics (NVE / Langevin) with the DEQ ASE calculator"),
     "markov": ("dequiformer.cli.markov", "warm-started vs cold forces along a trajectory (Markov check)"),
     "relax-bench": ("dequiformer.cli.relax_bench", "relaxation benchmark: cold / reuse / relaxed-reuse vs explicit"),
