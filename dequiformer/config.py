@@ -49,6 +49,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
     base = cfg.pop("base", None)
     if base is not None:
         cfg = merge(load_config(path.parent / base), cfg)
+    unknown = sorted(set(cfg) - set(SECTIONS))
+    if unknown:  # a misspelt section would otherwise be ignored and the defaults run
+        raise ValueError(f"{path}: unknown config section(s) {unknown}; valid sections: {list(SECTIONS)} (and base)")
     for section in SECTIONS:
         cfg.setdefault(section, {})
         if cfg[section] is None:

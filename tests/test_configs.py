@@ -110,3 +110,20 @@ def test_table3_hyperparameters():
     assert (t["weight_decay"], t["clip_grad_norm"]) == (1e-3, 100)
     md22 = load_config(CONFIGS / "md22" / "buckyball_catcher.yaml")
     assert md22["data"]["path"] == "data/md22/md22_buckyball-catcher.npz" and md22["data"]["n_train"] == 600
+
+
+def test_misspelt_sections_bad_deq_values_and_yaml_floats(tmp_path):
+    from dequiformer.config import load_config
+    from dequiformer.models.dequiformer import resolve_deq
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(ValueError, match=r"unknown config section\(s\) \['trian'\]"):
+        load_config(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("train:\n  lr: 1e-4\n")
+    cfg = load_config(good, ["deq.tol=1e-3", "train.min_lr=1E-6"])
+    assert cfg["train"]["lr"] == 1e-4 and cfg["deq"]["tol"] == 1e-3 and cfg["train"]["min_lr"] == 1e-6
+    for key, value in (("tol", -1.0), ("b_tol", 0), ("max_iter", 0), ("reuse_tol", "1e-2x")):
+        with pytest.raises(ValueError, match=f"deq.{key} must be"):
+            resolve_deq({key: value})

@@ -56,6 +56,16 @@ def resolve_deq(deq_cfg: dict | None) -> dict:
             cfg[key] = value
     if cfg["grad"] not in ("ift", "phantom", "none"):
         raise ValueError(f"deq.grad must be 'ift', 'phantom' or 'none', got {cfg['grad']!r}")
+    for key in ("tol", "reuse_tol", "b_tol"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) > 0:
+            raise ValueError(f"deq.{key} must be a positive number, got {value!r}")
+    for key in ("max_iter", "b_max_iter", "phantom_steps"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"deq.{key} must be a positive integer, got {value!r}")
+    if isinstance(cfg["jacobian_reg"], bool) or not isinstance(cfg["jacobian_reg"], (int, float)) or cfg["jacobian_reg"] < 0:
+        raise ValueError(f"deq.jacobian_reg must be a number >= 0, got {cfg['jacobian_reg']!r}")
     return cfg
 
 

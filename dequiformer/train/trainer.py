@@ -419,15 +419,27 @@ def current_rss_mb() -> float:
             pages = int(fh.read().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        return peak_rss_mb()
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB)."""
+    """Peak resident memory of this process so far (MiB).
+
+    The kernel's high-water mark (``ru_maxrss``) is updated lazily and can lag the current
+    resident size by a few pages, so the larger of the two is returned."""
     import resource
 
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+    peak = kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return max(peak, pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
+    except (OSError, ValueError, IndexError):
+        return peak
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, unit: str) -> str:
