@@ -60,24 +60,32 @@ def wigner_blocks(rot: torch.Tensor, lmax: int) -> list[torch.Tensor]:
 
 
 def edge_frames(edge_vec: torch.Tensor) -> torch.Tensor:
-    """Deterministic rotation taking each edge direction onto e3nn's polar axis (+y).
+    """Rotation taking each edge direction onto e3nn's polar axis (+y), continuous in the edge.
 
     Args:
         edge_vec: [E, 3] edge vectors (any length > 0), Angstrom.
     Returns:
-        [E, 3, 3] rotation matrices R with ``R @ (edge_vec / |edge_vec|) = (0, 1, 0)``.
-        Rows are (a, u, b) with u the edge direction. The roll about the edge is fixed by a
-        reference axis (z, or x for edges within ~25 degrees of z); the network's SO(2)
-        operations make the result independent of that roll (exactly with gate activations,
-        up to grid resolution with S2 activations). No ``detach``: differentiable in positions.
+        [E, 3, 3] rotation matrices R with ``R @ (edge_vec / |edge_vec|) = (0, 1, 0)``; row 1 is
+        the edge direction. R is the smallest rotation doing so (about ``u x y``, Rodrigues),
+        which fixes the roll about the edge as a continuous function of the direction everywhere
+        except at ``u = -y`` itself (no frame field on the sphere is continuous everywhere),
+        where a fixed half turn is used. The network's SO(2) operations make the result
+        independent of the roll exactly with gate activations and up to the grid resolution with
+        S2 activations; a roll that jumps (as a reference-axis switch does) would make the
+        energy jump there too and NVE MD drift. No ``detach``: differentiable in positions.
     """
     u = edge_vec / edge_vec.norm(dim=-1, keepdim=True)
-    ez = torch.zeros_like(u)
-    ez[:, 2] = 1.0
-    ex = torch.zeros_like(u)
-    ex[:, 0] = 1.0
-    ref = torch.where((u[:, 2:3].abs() > 0.9), ex, ez)
-    a = ref - (ref * u).sum(-1, keepdim=True) * u
-    a = a / a.norm(dim=-1, keepdim=True)
-    b = torch.cross(a, u, dim=-1)
-    return torch.stack([a, u, b], dim=1)
+    y = torch.zeros_like(u)
+    y[:, 1] = 1.0
+    w = torch.cross(u, y, dim=-1)  # rotation axis times sin(angle)
+    c = u[:, 1]  # cos(angle)
+    ok = c > -1.0 + 1e-6
+    k = torch.zeros(u.shape[0], 3, 3, dtype=u.dtype, device=u.device)  # [w]x
+    k[:, 0, 1], k[:, 0, 2] = -w[:, 2], w[:, 1]
+    k[:, 1, 0], k[:, 1, 2] = w[:, 2], -w[:, 0]
+    k[:, 2, 0], k[:, 2, 1] = -w[:, 1], w[:, 0]
+    eye = torch.eye(3, dtype=u.dtype, device=u.device).expand_as(k)
+    scale = 1.0 / torch.where(ok, 1.0 + c, torch.ones_like(c))  # safe: no inf in the unused branch
+    rot = eye + k + torch.bmm(k, k) * scale.view(-1, 1, 1)
+    half_turn = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=u.dtype, device=u.device)).expand_as(k)
+    return torch.where(ok.view(-1, 1, 1), rot, half_turn)
