@@ -28,15 +28,17 @@ from ..simulate.md import run_md
 
 
 def nve_cases(models: dict[str, torch.nn.Module], reuse_tols: Sequence[float],
-              modes: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """The cases to run: per model (and per force mode, default the model's own), a cold solve and
-    a reuse run per tolerance for a DEQ, one run for an explicit model."""
+              modes: Sequence[str] | None = None, cold: bool = True) -> list[dict[str, Any]]:
+    """The cases to run: per model (and per force mode, default the model's own), a cold solve
+    (unless ``cold`` is False) and a reuse run per tolerance for a DEQ, one run for an explicit
+    model."""
     cases = []
     for label, model in models.items():
         own = "conservative" if getattr(model, "conservative", False) else "direct"
         for mode in (modes or [own]):
             if hasattr(model, "implicit_layer"):
-                cases.append({"model": label, "forces": mode, "solve": "cold", "reuse_tol": None})
+                if cold:
+                    cases.append({"model": label, "forces": mode, "solve": "cold", "reuse_tol": None})
                 cases += [{"model": label, "forces": mode, "solve": "reuse", "reuse_tol": float(t)} for t in reuse_tols]
             else:
                 cases.append({"model": label, "forces": mode, "solve": "explicit", "reuse_tol": None})
@@ -88,11 +90,12 @@ def run_case(model: torch.nn.Module, case: dict[str, Any], atoms: Atoms, steps: 
 def run_nve_benchmark(models: dict[str, torch.nn.Module], atoms: Atoms, steps: int = 4000, dt_fs: float = 0.5,
                       temperature_k: float = 300.0, seed: int = 0, tol: float = 1e-4,
                       reuse_tols: Sequence[float] = (1e-1, 1e-2, 1e-3), modes: Sequence[str] | None = None,
-                      dtype: str = "float32", progress: bool = True, adjoint_tol: float | None = None) -> dict[str, Any]:
+                      dtype: str = "float32", progress: bool = True, adjoint_tol: float | None = None,
+                      cold: bool = True) -> dict[str, Any]:
     """All cases of :func:`nve_cases` on ``atoms``; returns ``{"rows", "traces", settings}``."""
     from tqdm.auto import tqdm
 
-    cases = nve_cases(models, reuse_tols, modes)
+    cases = nve_cases(models, reuse_tols, modes, cold)
     rows, traces = [], []
     for case in tqdm(cases, desc="bench nve", unit="run", disable=not progress):
         out = run_case(models[case["model"]], case, atoms, steps, dt_fs, temperature_k, seed, tol, dtype,

@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "fixed-point solve)")
     n.add_argument("--modes", nargs="+", choices=["direct", "conservative"], default=None,
                    help="force modes to run each model in (default: the model's own)")
+    n.add_argument("--skip-cold", action="store_true", help="no cold-solve case for DEQ models")
     n.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     n.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     n.add_argument("--out", default="bench_nve", help="output folder (PNG, JSON)")
@@ -159,7 +160,8 @@ def _run_nve(args: argparse.Namespace) -> int:
         atoms = load_structure(structure, args.frame)
         report = run_nve_benchmark(models, atoms, steps=args.steps, dt_fs=args.dt, temperature_k=args.temperature,
                                    seed=args.seed, tol=args.tol, reuse_tols=args.reuse_tols, modes=args.modes,
-                                   dtype=args.dtype, progress=not args.quiet, adjoint_tol=args.adjoint_tol)
+                                   dtype=args.dtype, progress=not args.quiet, adjoint_tol=args.adjoint_tol,
+                                   cold=not args.skip_cold)
     except (ValueError, FileNotFoundError, IndexError, CheckpointError) as exc:
         print(f"dequiformer bench nve: error: {exc}", file=sys.stderr)
         return 2

@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--reuse-tol", type=float, default=1e-2,
                         help="relative residual of warm-started direct-force DEQ solves (default 1e-2)")
-    parser.add_argument("--conservative-reuse-tol", type=float, default=1e-3,
-                        help="relative residual of the conservative DEQ's warm-started solves (default 1e-3)")
+    parser.add_argument("--conservative-reuse-tol", type=float, default=1e-4,
+                        help="relative residual of the conservative DEQ's warm-started solves (default 1e-4: "
+                             "NVE drift 2.6e-6 eV/atom/ps on the demo, 5.5e-4 at 1e-3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", help="write the numbers here")

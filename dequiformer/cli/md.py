@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     summary = result.summary()
     summary.update({"checkpoint": str(args.checkpoint), "structure": str(args.structure), "frame": args.frame,
                     "temperature_k": args.temperature, "seed": args.seed, "tol": args.tol,
-                    "reuse_tol": args.reuse_tol, "pressure_bar": args.pressure if args.ensemble == "npt" else None, "dtype": args.dtype, "device": args.device,
+                    "reuse_tol": calc.reuse_tol, "pressure_bar": args.pressure if args.ensemble == "npt" else None,
+                    "dtype": args.dtype, "device": args.device,
                     "threads": torch.get_num_threads()})
     print_summary(summary)
     write_json(args.json, summary)

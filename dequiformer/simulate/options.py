@@ -14,8 +14,8 @@ def add_solver_arguments(parser: argparse.ArgumentParser, reuse_flag: bool = Tru
         parser.add_argument("--no-reuse", action="store_true",
                             help="solve every force call cold (no fixed-point reuse)")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative residual of a cold solve")
-    parser.add_argument("--reuse-tol", type=float, default=1e-1,
-                        help="relative residual of a warm-started solve")
+    parser.add_argument("--reuse-tol", type=float, default=None,
+                        help="relative residual of a warm-started solve (default 1e-1, 1e-4 for a conservative DEQ)")
     parser.add_argument("--max-iter", type=int, default=None,
                         help="solver iteration cap per force call (default: the checkpoint's deq.max_iter)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
