@@ -108,6 +108,8 @@ def plot_learning_curves(report: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .figures import save_figure
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     unit = None
     for row in report["rows"]:
@@ -123,7 +125,4 @@ def plot_learning_curves(report: dict[str, Any], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -134,6 +134,8 @@ def plot_md_speed(report: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .figures import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     keys = sorted({(r["checkpoint"], r["model"]) for r in report["rows"]})
     for label, model in keys:
@@ -147,11 +149,7 @@ def plot_md_speed(report: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":  # one isolated case: python -m dequiformer.bench.md_speed FOLDER

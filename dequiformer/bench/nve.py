@@ -119,6 +119,8 @@ def plot_nve(report: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .figures import save_figure
+
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for row, trace in zip(report["rows"], report["traces"]):
         style = "-" if row["forces"] == "conservative" else "--"
@@ -129,8 +131,4 @@ def plot_nve(report: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
