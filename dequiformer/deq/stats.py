@@ -31,6 +31,8 @@ class SolverStats:
         backward: filled by the IFT backward hook when backward runs: ``steps``,
             ``residual``, ``converged``, ``nfe`` of the backward (adjoint) solve, as plain
             python values (see :meth:`as_dict`).
+        adjoint: the statistics of the adjoint solve ``g = J^T g + dE/dz*`` behind conservative
+            forces / stress at this fixed point, when one ran (else None).
     """
 
     steps: torch.Tensor
@@ -40,6 +42,7 @@ class SolverStats:
     trace: list[torch.Tensor] | None = None
     states: list[torch.Tensor] = field(default_factory=list)
     backward: dict[str, Any] = field(default_factory=dict)
+    adjoint: "SolverStats | None" = None
 
     @property
     def num_graphs(self) -> int:
@@ -51,7 +54,8 @@ class SolverStats:
 
         Keys: ``steps`` (list[int]), ``residual`` (list[float]), ``converged``
         (list[bool]), ``nfe``, ``mean_steps``, ``max_steps``, ``residual_max``,
-        ``unconverged`` (count), and ``backward`` when a backward solve ran.
+        ``unconverged`` (count), ``backward`` when a backward solve ran and ``adjoint`` (the
+        same keys) when an adjoint solve for conservative forces ran.
         """
         steps = [int(s) for s in self.steps.detach().cpu().tolist()]
         residual = [float(r) for r in self.residual.detach().cpu().tolist()]
@@ -68,4 +72,6 @@ class SolverStats:
         }
         if self.backward:
             out["backward"] = dict(self.backward)
+        if self.adjoint is not None:
+            out["adjoint"] = self.adjoint.as_dict()
         return out

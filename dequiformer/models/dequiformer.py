@@ -165,6 +165,8 @@ class DEQuiformer(ForceFieldModel):
         )
         extras["adjoint"] = stats
         extras["adjoint_vector"] = g.detach().view(shape)
+        if extras.get("solver") is not None:  # the forward solve's report carries its adjoint
+            extras["solver"].adjoint = stats
         g_theta = g
         if create:
             (jtg,) = torch.autograd.grad(fz, z, g, create_graph=True)
