@@ -109,7 +109,9 @@ class DEQCalculator(Calculator):
         if not self.conservative:  # instance attribute: ASE asks the instance what it can do
             self.implemented_properties = ["energy", "free_energy", "forces"]
         self.store = WarmStartStore()
-        self.predictor = FixedPointPredictor(predictor if predictor is not None else (3 if self.reuse_tol <= 1e-3 else 1))
+        if predictor is None:  # extrapolation pays only for tight solves (measured, see the docstring)
+            predictor = 3 if self.reuse_tol <= 1e-3 else 1
+        self.predictor = FixedPointPredictor(predictor)
         self.stats: dict[str, Any] = {}
 
     def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
