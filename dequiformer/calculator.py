@@ -143,7 +143,7 @@ class DEQCalculator(Calculator):
         want_stress = self.conservative and periodic
         kwargs: dict[str, Any] = {"stress": want_stress} if want_stress else {}
         z0 = None
-        coords = torch.as_tensor(self.atoms.positions, dtype=torch.float64)
+        coords = torch.as_tensor(self.atoms.positions, dtype=torch.float64) if self.fp_reuse else None
         if self.is_deq:
             if self.fp_reuse:
                 # the store only guards the species; the predictor holds the history

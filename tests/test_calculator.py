@@ -25,15 +25,18 @@ def tiny_model(**extra):
     return m
 
 
-def test_first_call_cold_then_reused_and_cheaper():
-    calc = DEQCalculator(tiny_model(), dtype="float64")
-    atoms = molecule("H2O")
+def _cold_then_warm(calc: DEQCalculator, atoms, shift: float) -> tuple[dict, dict]:
+    """``calc.stats`` of a first call on ``atoms`` and of a second after moving atom 0 by ``shift`` A."""
     atoms.calc = calc
     atoms.get_forces()
     cold = dict(calc.stats)
-    atoms.positions[0, 0] += 0.01
+    atoms.positions[0, 0] += shift
     atoms.get_forces()
-    warm = dict(calc.stats)
+    return cold, dict(calc.stats)
+
+
+def test_first_call_cold_then_reused_and_cheaper():
+    cold, warm = _cold_then_warm(DEQCalculator(tiny_model(), dtype="float64"), molecule("H2O"), 0.01)
     assert cold["reused"] is False and warm["reused"] is True
     assert warm["solver_steps"] < cold["solver_steps"]
     assert warm["converged"] and cold["converged"]
@@ -150,13 +153,7 @@ def test_stress_is_a_clear_error_for_direct_models_and_molecules():
 
 def test_conservative_reuse_warm_starts_the_adjoint():
     calc = DEQCalculator(tiny_model(forces="conservative"), dtype="float64")
-    atoms = molecule("CH3OH")
-    atoms.calc = calc
-    atoms.get_forces()
-    cold = dict(calc.stats)
-    atoms.positions[0, 0] += 0.005
-    atoms.get_forces()
-    warm = dict(calc.stats)
+    cold, warm = _cold_then_warm(calc, molecule("CH3OH"), 0.005)
     assert warm["reused"] and warm["adjoint_steps"] < cold["adjoint_steps"]
 
 

@@ -13,8 +13,8 @@ from ..deq.diagnostics import jacobian_frobenius, jacobian_spectral_radius
 from ..nn.context import EdgeContext
 from ..nn.scatter import scatter_sum
 from .base import ForceFieldModel
-from .derivatives import Displacement, displace
 from .blocks import TransformerBlock
+from .derivatives import Displacement, displace
 
 DEQ_DEFAULTS: dict[str, Any] = {
     "solver": "anderson",

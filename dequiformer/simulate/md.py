@@ -19,6 +19,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
 from .records import ForceCallLog, atomic_output, summarise_calls, write_csv
+from .structures import periodic_volume, require_stress
 
 ENSEMBLES = ("nve", "langevin", "npt")
 MD_COLUMNS = ("step", "time_fs", "T_K", "E_pot_eV", "E_tot_eV", "volume_A3", "solver_steps", "adjoint_steps",
@@ -113,10 +114,7 @@ def make_dynamics(atoms: Atoms, ensemble: str, dt_fs: float, temperature_k: floa
     if ensemble == "npt":
         from ase.md.nptberendsen import NPTBerendsen
 
-        if not np.all(atoms.pbc):
-            raise ValueError(f"--ensemble npt needs a structure periodic in all three directions (pbc={atoms.pbc.tolist()})")
-        if not _has_stress(atoms.calc):
-            raise ValueError("--ensemble npt needs the stress: use a conservative model (model.forces: conservative)")
+        require_stress(atoms, atoms.calc, "--ensemble npt")
         return NPTBerendsen(atoms, timestep=dt_fs * units.fs, temperature_K=temperature_k,
                             pressure_au=pressure_bar * units.bar, taut=taut_fs * units.fs, taup=taup_fs * units.fs,
                             compressibility_au=compressibility_per_bar / units.bar)
@@ -185,7 +183,7 @@ def run_md(
             epot = float(atoms.get_potential_energy())
             row = {"step": step, "time_fs": step * dt_fs, "T_K": float(atoms.get_temperature()), "E_pot_eV": epot,
                    "E_tot_eV": epot + float(atoms.get_kinetic_energy()),
-                   "volume_A3": float(atoms.get_volume()) if np.all(atoms.pbc) else None,
+                   "volume_A3": periodic_volume(atoms),
                    **summarise_calls(calls.take())}
             rows.append(row)
             if writer is not None and step % traj_interval == 0:
@@ -206,7 +204,3 @@ def run_md(
     return MDResult(rows=rows, ensemble=ensemble, fp_reuse=bool(getattr(calc, "fp_reuse", False)), dt_fs=dt_fs,
                     natoms=len(atoms))
 
-
-def _has_stress(calc: Calculator) -> bool:
-    """Whether ``calc`` gives a stress (a DEQCalculator: a conservative model)."""
-    return bool(getattr(calc, "conservative", "stress" in getattr(calc, "implemented_properties", ())))

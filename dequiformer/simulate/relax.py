@@ -17,6 +17,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .records import ForceCallLog, atomic_output, summarise_calls, write_csv
+from .structures import periodic_volume, require_stress
 
 OPTIMIZERS = ("bfgs", "lbfgs", "fire")
 RELAX_COLUMNS = ("step", "E_pot_eV", "fmax_eV_per_A", "volume_A3", "solver_steps", "adjoint_steps", "residual",
@@ -119,10 +120,7 @@ def run_relaxation(
     if cell:
         from ase.filters import FrechetCellFilter
 
-        if not np.all(atoms.pbc):
-            raise ValueError(f"a cell relaxation needs a structure periodic in all three directions (pbc={atoms.pbc.tolist()})")
-        if not _has_stress(calc):
-            raise ValueError("a cell relaxation needs the stress: use a conservative model (model.forces: conservative)")
+        require_stress(atoms, calc, "a cell relaxation")
         target = FrechetCellFilter(atoms)
     opt = make_optimizer(target, optimizer, maxstep)
     rows: list[dict[str, Any]] = []
@@ -139,7 +137,7 @@ def run_relaxation(
         def observe() -> None:
             row = {"step": len(rows), "E_pot_eV": float(atoms.get_potential_energy()),
                    "fmax_eV_per_A": max_force(atoms),
-                   "volume_A3": float(atoms.get_volume()) if np.all(atoms.pbc) else None,
+                   "volume_A3": periodic_volume(atoms),
                    **summarise_calls(calls.take())}
             rows.append(row)
             if not initial:
@@ -165,7 +163,3 @@ def run_relaxation(
     return RelaxResult(rows=rows, converged=converged, seconds=seconds, optimizer=str(optimizer).lower(),
                        fmax=float(fmax), initial_forces=initial.get("forces"))
 
-
-def _has_stress(calc: Calculator) -> bool:
-    """Whether ``calc`` gives a stress (a DEQCalculator: a conservative model)."""
-    return bool(getattr(calc, "conservative", "stress" in getattr(calc, "implemented_properties", ())))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ase import Atoms
 
 from ..data.readers import FrameDataset, detect_format, read_dataset
@@ -67,3 +68,17 @@ def load_structure(path: str | Path, frame: int = 0) -> Atoms:
         atoms = images[check_frame_index(int(frame), len(images), path)]
     atoms.calc = None
     return atoms
+
+
+def periodic_volume(atoms: Atoms) -> float | None:
+    """Cell volume (A^3) of a structure periodic in all three directions, else None."""
+    return float(atoms.get_volume()) if np.all(atoms.pbc) else None
+
+
+def require_stress(atoms: Atoms, calc: Any, what: str) -> None:
+    """ValueError, naming ``what`` needs it, unless ``calc`` gives ``atoms`` a stress: a 3D-periodic
+    structure and a calculator with a stress (for a DEQCalculator, a conservative model)."""
+    if not np.all(atoms.pbc):
+        raise ValueError(f"{what} needs a structure periodic in all three directions (pbc={atoms.pbc.tolist()})")
+    if not getattr(calc, "conservative", "stress" in getattr(calc, "implemented_properties", ())):
+        raise ValueError(f"{what} needs the stress: use a conservative model (model.forces: conservative)")
