@@ -19,7 +19,11 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from .data.graph import AtomicGraph
 from .data.units import energy_factor, length_factor
 from .deq.predictor import FixedPointPredictor
-from .deq.warm_start import WarmStartStore
+
+
+#: a warm start is dropped when any atom moved further than this since the last call (Angstrom):
+#: MD and optimiser steps move atoms by hundredths to tenths of an Angstrom
+MAX_JUMP_A = 1.0
 
 
 class DEQCalculator(Calculator):
@@ -59,7 +63,8 @@ class DEQCalculator(Calculator):
     ``residual``, ``reused``, ``converged`` and ``seconds``; a conservative DEQ adds
     ``adjoint_steps`` and ``adjoint_residual`` (the adjoint solve ``g = J^T g + dE/dz*``), and
     ``unconverged_calls`` counts calls with an unconverged solve (the first one also warns). The
-    warm starts are dropped when the number or species of atoms change (and after ``reset()``).
+    warm starts are dropped when the number or species of atoms change, when any atom moved by more
+    than ``MAX_JUMP_A`` (1 A) since the last call, and after ``reset()``.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -108,10 +113,11 @@ class DEQCalculator(Calculator):
         self.stress_to_ev_per_a3 = self.energy_to_ev / length_factor(units["length"], "Angstrom") ** 3
         if not self.conservative:  # instance attribute: ASE asks the instance what it can do
             self.implemented_properties = ["energy", "free_energy", "forces"]
-        self.store = WarmStartStore()
         if predictor is None:  # extrapolation pays only for tight solves (measured, see the docstring)
             predictor = 3 if self.reuse_tol <= 1e-3 else 1
-        self.predictor = FixedPointPredictor(predictor)
+        # the history is tied to the atoms' species, and dropped after a jump of any atom by more
+        # than MAX_JUMP_A (a new configuration, not the next step of a trajectory or relaxation)
+        self.predictor = FixedPointPredictor(predictor, max_jump=MAX_JUMP_A)
         self.stats: dict[str, Any] = {}
 
     def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
@@ -123,7 +129,6 @@ class DEQCalculator(Calculator):
 
     def reset(self) -> None:
         super().reset()
-        self.store.reset()
         self.predictor.reset()
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
@@ -144,12 +149,10 @@ class DEQCalculator(Calculator):
         kwargs: dict[str, Any] = {"stress": want_stress} if want_stress else {}
         z0 = None
         coords = torch.as_tensor(self.atoms.positions, dtype=torch.float64) if self.fp_reuse else None
+        species = torch.as_tensor(self.atoms.numbers) if self.fp_reuse else None
         if self.is_deq:
             if self.fp_reuse:
-                # the store only guards the species; the predictor holds the history
-                if self.store.get("system", self.atoms.numbers, on_mismatch="reset") is None:
-                    self.predictor.reset()
-                guess = self.predictor.predict(coords)
+                guess = self.predictor.predict(coords, labels=species)
                 z0 = guess.get("z")
                 if self.conservative:
                     kwargs["adjoint0"] = guess.get("adjoint")
@@ -161,8 +164,7 @@ class DEQCalculator(Calculator):
         with torch.no_grad():
             out = self.model(graph, **kwargs)
         if self.fp_reuse:
-            self.store.put("system", out["fixed_point"], self.atoms.numbers)
-            self.predictor.record(coords, z=out["fixed_point"], adjoint=out.get("adjoint_vector"))
+            self.predictor.record(coords, labels=species, z=out["fixed_point"], adjoint=out.get("adjoint_vector"))
         energy = float(out["energy"][0]) * self.energy_to_ev
         forces = out["forces"].detach().cpu().double().numpy() * self.force_to_ev_per_a
         self.results = {"energy": energy, "free_energy": energy, "forces": np.ascontiguousarray(forces)}

@@ -1,7 +1,8 @@
-"""`dequiformer bench solver` end to end on a tiny batch."""
+"""`dequiformer bench solver | accuracy | nve | md | batched` end to end on tiny data."""
 import json
 
 import numpy as np
+import pytest
 
 from dequiformer.cli.main import main
 
@@ -116,3 +117,24 @@ def test_bench_md_end_to_end(tmp_path):
     assert by[(6, "deq_reuse")]["solver_steps"] < by[(6, "deq_cold")]["solver_steps"]
     assert [r["atoms"] for r in report["ratios"]] == [3, 6]
     assert (out / "md_speed.png").stat().st_size > 0
+
+
+def test_bench_batched_end_to_end(tmp_path):
+    pytest.importorskip("torch_sim")
+    from ase.build import molecule
+    from ase.io import write
+
+    from test_md import write_tiny_checkpoint
+
+    write(tmp_path / "water.xyz", molecule("H2O"), format="extxyz")
+    deq = write_tiny_checkpoint(tmp_path / "deq.pt")
+    out = tmp_path / "b"
+    assert main(["bench", "batched", "--checkpoint", f"deq={deq}", "--structure", str(tmp_path / "water.xyz"),
+                 "--systems", "1", "3", "--steps", "2", "--dtype", "float64", "--quiet", "--out", str(out)]) == 0
+    report = json.loads((out / "batched.json").read_text())
+    assert {(r["systems"], r["mode"]) for r in report["rows"]} == {
+        (n, m) for n in (1, 3) for m in ("ase_one_by_one", "torchsim_batched")}
+    for r in report["rows"]:
+        assert r["structure_steps_per_s"] > 0 and r["solver_steps"] > 0 and r["atoms"] == 3
+    assert [r["systems"] for r in report["ratios"]] == [1, 3]
+    assert (out / "batched.png").stat().st_size > 0

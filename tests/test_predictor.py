@@ -75,3 +75,18 @@ def test_calculator_prediction_cuts_steps_of_tight_solves_and_resets_on_new_atom
     water.calc = calc
     water.get_forces()
     assert calc.stats["reused"] is False and len(calc.predictor) == 1  # new atoms: history restarted
+
+
+def test_history_dropped_on_other_labels_or_a_jump():
+    pred = FixedPointPredictor(history=2, max_jump=1.0)
+    coords, state = _path(0.0, 2)
+    labels = torch.tensor([1, 6, 8, 1])
+    pred.record(coords, labels=labels, z=state)
+    assert pred.predict(coords + 0.1, labels=labels)["z"].equal(state)
+    assert pred.predict(coords, labels=torch.tensor([1, 6, 7, 1])) == {} and len(pred) == 0  # other species
+    pred.record(coords, labels=labels, z=state)
+    moved = coords.clone()
+    moved[2] += torch.tensor([0.0, 1.2, 0.0], dtype=torch.float64)  # one atom 1.2 > max_jump
+    assert pred.predict(moved, labels=labels) == {} and len(pred) == 0
+    with pytest.raises(ValueError, match="max_jump"):
+        FixedPointPredictor(max_jump=0.0)

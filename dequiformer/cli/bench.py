@@ -1,4 +1,4 @@
-"""``dequiformer bench solver | accuracy | nve | md``: solver speed and f-evaluation counts; accuracy
+"""``dequiformer bench solver | accuracy | nve | md | batched``: solver speed and f-evaluation counts; accuracy
 of several configs trained on the same data under the same budget; NVE energy conservation; MD
 speed and memory against system size."""
 from __future__ import annotations
@@ -81,7 +81,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+    b = sub.add_parser("batched", help="many systems' MD at once through TorchSim vs one-by-one ASE calls "
+                                       "(needs the torchsim extra)")
+    b.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
+                   help="checkpoints (default: the bundled demo DEQ and explicit models)")
+    b.add_argument("--structure", default=None, help="the molecule to copy (default: bundled held-out aspirin)")
+    b.add_argument("--frame", type=int, default=0)
+    b.add_argument("--systems", type=int, nargs="+", default=[1, 4, 16], help="systems per run (default 1 4 16)")
+    b.add_argument("--steps", type=int, default=10, help="NVE MD steps per system (default 10)")
+    b.add_argument("--tol", type=float, default=1e-4, help="relative residual of cold solves")
+    b.add_argument("--reuse-tol", type=float, default=None,
+                   help="relative residual of warm-started solves (default: the calculator's)")
+    b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
+    b.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    b.add_argument("--out", default="bench_batched", help="output folder (PNG, JSON)")
+    b.add_argument("--json", help="write the report here (default OUT/batched.json)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.bench == "batched":
+        return _run_batched(args)
     if args.bench == "accuracy":
         return _run_accuracy(args)
     if args.bench == "nve":
@@ -136,6 +157,44 @@ def _run_md_speed(args: argparse.Namespace) -> int:
         if len(r) > 1:
             print(f"{r['atoms']:>6} atoms: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "atoms"))
     write_json(args.json or out / "md.json", report)
+    return 0
+
+
+def _run_batched(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..demo import ASSETS
+    from ..simulate.structures import load_structure
+    from ..train.checkpoint import CheckpointError
+    from .main import write_json
+
+    try:
+        from ..bench.batched import plot_batched, run_batched_benchmark
+    except ImportError as exc:
+        print(f"dequiformer bench batched: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.steps < 1 or min(args.systems) < 1:
+            raise ValueError(f"need --steps >= 1 and --systems >= 1 (got {args.steps}, {args.systems})")
+        checkpoints = _checkpoint_specs(args.checkpoints, [str(ASSETS / "deq.pt"), str(ASSETS / "explicit8.pt")])
+        molecule = load_structure(args.structure or str(ASSETS / "aspirin_heldout.npz"), args.frame)
+        report = run_batched_benchmark(checkpoints, molecule, args.systems, args.steps, tol=args.tol,
+                                       reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
+                                       threads=args.threads, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
+        print(f"dequiformer bench batched: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    report["checkpoints"] = checkpoints
+    report["plot"] = str(plot_batched(report, out / "batched.png"))
+    print(f"{'checkpoint':<24}{'mode':<18}{'systems':>8}{'steps/s':>10}{'solver':>8}")
+    for r in report["rows"]:
+        solver = "" if r["solver_steps"] is None else f"{r['solver_steps']:.2f}"
+        print(f"{r['checkpoint']:<24}{r['mode']:<18}{r['systems']:>8}{r['structure_steps_per_s']:>10.2f}{solver:>8}")
+    for r in report["ratios"]:
+        print(f"{r['checkpoint']}: {r['systems']} systems, batched / one-by-one throughput {r['batched_vs_one_by_one']:.2f}")
+    write_json(args.json or out / "batched.json", report)
     return 0
 
 

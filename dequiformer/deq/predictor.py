@@ -9,8 +9,11 @@ longer polynomial extrapolations amplify noise and become unstable).
 The guard needs no extra layer evaluation: the same coefficients are applied to the
 coordinates the states belong to. When they do not predict the new coordinates well (a jump,
 an optimiser's line search, a restart) the state extrapolation would not either, and the next
-lower order is tried, down to the last state itself, which is exactly plain reuse. The
-predictor knows nothing about chemistry: states and coordinates are just tensors.
+lower order is tried, down to the last state itself, which is exactly plain reuse. A history
+is dropped when the labels of its rows change (e.g. atomic numbers: another structure) or, with
+``max_jump``, when a row moved further than that since the last state (another configuration
+of the same atoms, whose old state would be a poor start for a loose solve). The predictor
+knows nothing about chemistry: states, coordinates and labels are just tensors.
 """
 from __future__ import annotations
 
@@ -32,15 +35,22 @@ class FixedPointPredictor:
         history: states kept, 1-3 (1: plain reuse of the last state).
         max_position_error: an order is used only if it predicts the new coordinates to within
             this fraction of the distance moved since the last state (0.5 by default).
+        max_jump: no prediction (and the history is dropped) when any row of the coordinates
+            moved further than this (Euclidean, coordinate units) since the last state; ``None``:
+            no limit.
     """
 
-    def __init__(self, history: int = 3, max_position_error: float = 0.5) -> None:
+    def __init__(self, history: int = 3, max_position_error: float = 0.5, max_jump: float | None = None) -> None:
         if history not in EXTRAPOLATION:
             raise ValueError(f"predictor history must be one of {sorted(EXTRAPOLATION)}, got {history!r}")
         if max_position_error <= 0:
             raise ValueError(f"max_position_error must be > 0, got {max_position_error}")
+        if max_jump is not None and not max_jump > 0:
+            raise ValueError(f"max_jump must be > 0 or None, got {max_jump}")
         self.history = int(history)
         self.max_position_error = float(max_position_error)
+        self.max_jump = None if max_jump is None else float(max_jump)
+        self._labels: torch.Tensor | None = None
         self._coords: deque[torch.Tensor] = deque(maxlen=self.history)
         self._states: deque[dict[str, torch.Tensor]] = deque(maxlen=self.history)
         self.last_order = 0
@@ -52,25 +62,43 @@ class FixedPointPredictor:
         """Forget the history (new system, changed atoms)."""
         self._coords.clear()
         self._states.clear()
+        self._labels = None
         self.last_order = 0
 
-    def record(self, coords: torch.Tensor, **states: torch.Tensor | None) -> None:
+    def _fits(self, coords: torch.Tensor, labels: torch.Tensor | None) -> bool:
+        """Whether the history belongs to these rows: same shape, same labels (when given), and
+        no row further than ``max_jump`` from the last recorded coordinates."""
+        if not self._coords or coords.shape != self._coords[0].shape:
+            return False
+        if labels is not None and (self._labels is None or not torch.equal(labels.detach().cpu().long(), self._labels)):
+            return False
+        if self.max_jump is not None and coords.numel():
+            jump = torch.linalg.vector_norm((coords - self._coords[0]).reshape(coords.shape[0], -1), dim=1).max()
+            if float(jump) > self.max_jump:
+                return False
+        return True
+
+    def record(self, coords: torch.Tensor, labels: torch.Tensor | None = None, **states: torch.Tensor | None) -> None:
         """Append the converged states at ``coords`` (detached copies; ``None`` states are skipped).
 
-        A history whose shapes differ from the new entry's is dropped first."""
+        ``labels`` (``[N]`` integers, e.g. atomic numbers) tie the history to its rows. A history
+        whose shapes or labels differ from the new entry's is dropped first."""
         coords = coords.detach().to(torch.float64).clone()
-        if self._coords and self._coords[-1].shape != coords.shape:
+        labels = None if labels is None else torch.as_tensor(labels).detach().cpu().long().clone()
+        if self._coords and (self._coords[-1].shape != coords.shape
+                             or (labels is not None and not (self._labels is not None and torch.equal(labels, self._labels)))):
             self.reset()
+        self._labels = labels
         self._coords.appendleft(coords)
         self._states.appendleft({k: v.detach().clone() for k, v in states.items() if v is not None})
 
-    def order_for(self, coords: torch.Tensor) -> int:
+    def order_for(self, coords: torch.Tensor, labels: torch.Tensor | None = None) -> int:
         """The highest history length whose extrapolation of the coordinates passes the guard
-        (0 with no history)."""
-        if not self._coords:
-            return 0
+        (0 with no history, or one that does not fit the rows: see the class docstring)."""
         coords = coords.detach().to(torch.float64)
-        if coords.shape != self._coords[0].shape:
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+        if not self._fits(coords, labels):
             return 0
         moved = torch.linalg.vector_norm(coords - self._coords[0])
         for order in range(len(self._coords), 1, -1):
@@ -79,12 +107,14 @@ class FixedPointPredictor:
                 return order
         return 1
 
-    def predict(self, coords: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Predicted states at ``coords`` (empty with no history); ``last_order`` says which
-        extrapolation was used (1: the last states themselves)."""
-        order = self.order_for(coords)
+    def predict(self, coords: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Predicted states at ``coords`` (empty with no usable history, which is then dropped);
+        ``last_order`` says which extrapolation was used (1: the last states themselves)."""
+        order = self.order_for(coords, labels)
         self.last_order = order
         if order == 0:
+            if self._coords:
+                self.reset()
             return {}
         coefficients = EXTRAPOLATION[order]
         names = set.intersection(*(set(s) for s in list(self._states)[:order]))

@@ -1,0 +1,238 @@
+"""TorchSim model interface: batched MD and relaxations of many systems in one process.
+
+``DEQTorchSimModel`` wraps a DEQuiformer or EquiformerV2 model as a
+``torch_sim.models.interface.ModelInterface`` (the optional extra ``pip install
+dequiformer[torchsim]``, package ``torch-sim-atomistic``), so TorchSim's integrators,
+optimizers and autobatchers drive it like its MACE, fairchem or orb models. Like the ASE
+calculator it is thin: it builds one batched ``AtomicGraph`` per call, calls the model once for
+all systems (the DEQ solves one fixed-point problem per system, each stopping at its own
+convergence), converts to eV, eV/A and eV/A^3, and keeps each system's fixed point (and adjoint)
+as that system's next starting guess.
+
+Warm starts are per system slot of the batch and are dropped when the slot's species change or
+any of its atoms moved by more than ``max_jump`` A (TorchSim's autobatchers swap finished
+systems out of a batch and new ones in: a new system never inherits another's fixed point).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+try:
+    from torch_sim.models.interface import ModelInterface
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "dequiformer.torchsim needs TorchSim: pip install 'dequiformer[torchsim]' (torch-sim-atomistic)") from exc
+
+from .data.graph import AtomicGraph
+from .data.units import energy_factor, length_factor
+from .deq.predictor import FixedPointPredictor
+
+__all__ = ["DEQTorchSimModel"]
+
+
+class DEQTorchSimModel(ModelInterface):
+    """A dequiformer model as a TorchSim ``ModelInterface`` (energies in eV, forces in eV/A,
+    stress in eV/A^3 with ASE's sign, whatever the training units).
+
+    Args:
+        model_or_checkpoint: a model from ``build_model`` / ``load_model`` or a checkpoint path.
+        device: torch device of the model and of the outputs.
+        dtype: ``torch.float32`` or ``torch.float64``.
+        fp_reuse: start each system's solve from its own last fixed point (DEQ models only).
+        tol: relative residual of cold solves.
+        reuse_tol: relative residual of warm-started solves (default as in ``DEQCalculator``:
+            1e-4 for a conservative DEQ, else 1e-1). A batch in which any system starts cold is
+            solved to ``tol`` throughout (one tolerance per call).
+        adjoint_tol: adjoint residual of a conservative DEQ (default: the call's tolerance).
+        max_iter: solver iteration cap (default: the model's ``deq.max_iter``).
+        predictor: past fixed points each system's start is extrapolated from (1-3; default as
+            in ``DEQCalculator``: 3 when ``reuse_tol <= 1e-3``, else 1).
+        max_jump: a system's warm start is dropped when any atom moved further than this (A).
+        compute_stress: give ``stress`` on periodic states (default: for conservative models;
+            direct-force models cannot).
+
+    After each call ``self.stats`` holds per-system lists ``solver_steps``, ``residual``,
+    ``converged``, ``reused`` (and ``adjoint_steps`` for a conservative DEQ) plus ``seconds``;
+    ``calls``, ``system_evaluations`` (systems times calls), ``total_solver_steps`` and
+    ``unconverged_systems`` accumulate over calls.
+    """
+
+    def __init__(
+        self,
+        model_or_checkpoint: torch.nn.Module | str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        fp_reuse: bool = True,
+        tol: float = 1e-4,
+        reuse_tol: float | None = None,
+        adjoint_tol: float | None = None,
+        max_iter: int | None = None,
+        predictor: int | None = None,
+        max_jump: float = 1.0,
+        compute_stress: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(model_or_checkpoint, (str, Path)):
+            from .train.checkpoint import load_model
+
+            model = load_model(model_or_checkpoint)
+        else:
+            model = model_or_checkpoint
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        if getattr(model, "task", "regression") != "regression":
+            raise ValueError("DEQTorchSimModel needs an energy/force model (task: regression)")
+        self._device = torch.device(device)
+        self._dtype = dtype
+        self.model = model.to(device=self._device, dtype=dtype).eval()
+        self.is_deq = hasattr(self.model, "implicit_layer")
+        self.conservative = bool(getattr(self.model, "conservative", False))
+        if compute_stress and not self.conservative:
+            raise ValueError("compute_stress needs a conservative model (model.forces: conservative); this model's "
+                             "forces come from its direct head")
+        self._compute_stress = self.conservative if compute_stress is None else bool(compute_stress)
+        self._compute_forces = True
+        self.fp_reuse = bool(fp_reuse) and self.is_deq
+        if reuse_tol is None:
+            reuse_tol = 1e-4 if (self.conservative and self.is_deq) else 1e-1
+        self.tol, self.reuse_tol = float(tol), float(reuse_tol)
+        self.adjoint_tol = None if adjoint_tol is None else float(adjoint_tol)
+        if max_iter is not None and int(max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        self.max_iter = None if max_iter is None else int(max_iter)
+        self.history = (3 if self.reuse_tol <= 1e-3 else 1) if predictor is None else int(predictor)
+        FixedPointPredictor(self.history)  # validates the history length now, not at the first call
+        self.max_jump = float(max_jump)
+        self._predictors: list[FixedPointPredictor] = []
+        units = self.model.units
+        self.energy_to_ev = energy_factor(units["energy"], "eV")
+        self.force_to_ev_per_a = self.energy_to_ev / length_factor(units["length"], "Angstrom")
+        self.stress_to_ev_per_a3 = self.energy_to_ev / length_factor(units["length"], "Angstrom") ** 3
+        self.calls = 0
+        self.system_evaluations = 0
+        self.total_solver_steps = 0
+        self.unconverged_systems = 0
+        self.stats: dict[str, Any] = {}
+
+    def reset(self) -> None:
+        """Forget every system's warm start."""
+        self._predictors = []
+
+    # ------------------------------------------------------------------ graph
+    def _graph(self, positions: torch.Tensor, numbers: torch.Tensor, cells: torch.Tensor, pbc: bool,
+               system_idx: torch.Tensor, n_systems: int) -> AtomicGraph:
+        """One batched graph (systems in order); neighbour lists are built per system."""
+        pos = positions.detach().cpu().double().numpy()
+        z = numbers.detach().cpu().numpy()
+        sys_np = system_idx.detach().cpu().numpy()
+        cells_np = cells.detach().cpu().double().numpy()
+        graphs = []
+        for s in range(n_systems):
+            rows = np.nonzero(sys_np == s)[0]
+            if rows.size == 0:
+                raise ValueError(f"system {s} of the state has no atoms")
+            graphs.append(AtomicGraph.from_arrays(
+                pos[rows], z[rows], cells_np[s] if pbc else None, [pbc] * 3, cutoff=self.model.cutoff,
+                max_neighbors=self.model.max_neighbors, dtype=self._dtype, device=self._device))
+        return graphs[0] if n_systems == 1 else AtomicGraph.collate(graphs)
+
+    # ------------------------------------------------------------ warm starts
+    def _warm_starts(self, graph: AtomicGraph, positions: torch.Tensor) -> tuple[dict[str, Any], list[bool]]:
+        """Per-system guesses stacked into the model's ``z0`` / ``adjoint0`` (zeros for systems
+        without one), the call's tolerance, and which systems were warm."""
+        n_systems = graph.num_graphs
+        while len(self._predictors) < n_systems:
+            self._predictors.append(FixedPointPredictor(self.history, max_jump=self.max_jump))
+        del self._predictors[n_systems:]
+        bounds = torch.cumsum(graph.natoms.cpu(), 0).tolist()
+        starts = [0] + bounds[:-1]
+        guesses = [p.predict(positions[a:e], labels=graph.atomic_numbers[a:e].cpu())
+                   for p, a, e in zip(self._predictors, starts, bounds)]
+        warm = [bool(g) for g in guesses]
+        kwargs: dict[str, Any] = {}
+        if any(warm):
+            template = next(g for g in guesses if g)
+            for name, key in (("z", "z0"), ("adjoint", "adjoint0")):
+                if name not in template:
+                    continue
+                parts = [g[name] if name in g else template[name].new_zeros(e - a, *template[name].shape[1:])
+                         for g, a, e in zip(guesses, starts, bounds)]
+                kwargs[key] = torch.cat(parts).to(device=self._device, dtype=self._dtype)
+        kwargs["tol"] = self.reuse_tol if all(warm) else self.tol
+        return kwargs, warm
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, state: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Energies ``[n_systems]`` (eV), forces ``[n_atoms, 3]`` (eV/A) and, for a conservative
+        model on a periodic state with ``compute_stress``, stress ``[n_systems, 3, 3]`` (eV/A^3)."""
+        start = time.perf_counter()
+        get = (lambda k: state[k]) if isinstance(state, dict) else (lambda k: getattr(state, k))
+        positions = get("positions")
+        numbers = get("atomic_numbers")
+        system_idx = get("system_idx") if (isinstance(state, dict) and "system_idx" in state) or not isinstance(state, dict) else None
+        if system_idx is None:
+            system_idx = torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
+        cell = get("cell")
+        cells = cell.reshape(-1, 3, 3).mT  # TorchSim stores lattice vectors as columns
+        pbc = bool(torch.as_tensor(get("pbc")).all())
+        n_systems = int(system_idx.max()) + 1 if positions.shape[0] else 0
+        graph = self._graph(positions, numbers, cells, pbc, system_idx, n_systems)
+        want_stress = self._compute_stress and pbc
+        call: dict[str, Any] = {"stress": True} if want_stress else {}
+        coords = positions.detach().cpu().double()
+        warm = [False] * n_systems
+        if self.is_deq:
+            if self.fp_reuse:
+                guess, warm = self._warm_starts(graph, coords)
+                call.update(guess)
+            else:
+                call["tol"] = self.tol
+            if self.max_iter is not None:
+                call["max_iter"] = self.max_iter
+            if self.conservative:
+                call["adjoint_tol"] = self.adjoint_tol if self.adjoint_tol is not None else call["tol"]
+        with torch.no_grad():
+            out = self.model(graph, **call)
+        if self.fp_reuse:
+            self._record(graph, coords, out)
+        result = {
+            "energy": (out["energy"] * self.energy_to_ev).to(positions.dtype).to(positions.device),
+            "forces": (out["forces"] * self.force_to_ev_per_a).to(positions.dtype).to(positions.device),
+        }
+        if want_stress:
+            result["stress"] = (out["stress"] * self.stress_to_ev_per_a3).to(positions.dtype).to(positions.device)
+        self._update_stats(out, warm, time.perf_counter() - start)
+        return result
+
+    def _record(self, graph: AtomicGraph, coords: torch.Tensor, out: dict[str, Any]) -> None:
+        bounds = torch.cumsum(graph.natoms.cpu(), 0).tolist()
+        adjoint = out.get("adjoint_vector")
+        for p, a, e in zip(self._predictors, [0] + bounds[:-1], bounds):
+            p.record(coords[a:e], labels=graph.atomic_numbers[a:e].cpu(), z=out["fixed_point"][a:e],
+                     adjoint=None if adjoint is None else adjoint[a:e])
+
+    def _update_stats(self, out: dict[str, Any], warm: list[bool], seconds: float) -> None:
+        self.calls += 1
+        self.system_evaluations += len(warm)
+        blocks = len(self.model.blocks) if self.is_deq else 1
+        stats = out["solver"]
+        self.stats = {
+            "solver_steps": (stats.steps.cpu() * blocks).tolist(),
+            "residual": stats.residual.cpu().tolist(),
+            "converged": stats.converged.cpu().tolist(),
+            "reused": warm,
+            "seconds": seconds,
+        }
+        self.total_solver_steps += int(sum(self.stats["solver_steps"]))
+        converged = stats.converged.cpu()
+        if "adjoint" in out:
+            self.stats["adjoint_steps"] = (out["adjoint"].steps.cpu() * blocks).tolist()
+            converged = converged & out["adjoint"].converged.cpu()
+        self.unconverged_systems += int((~converged).sum())
+        self.stats["calls"] = self.calls
+        self.stats["unconverged_systems"] = self.unconverged_systems
