@@ -1,4 +1,5 @@
 """SO(3) machinery: Wigner blocks, edge frames, layout, grids, SO3 linear."""
+import pytest
 import torch
 from e3nn import o3
 
@@ -61,3 +62,19 @@ def test_so3_linear_is_equivariant_and_biases_only_l0():
     assert torch.allclose(rotated_then, then_rotated, atol=1e-12)
     assert torch.allclose(lin(torch.zeros_like(x))[:, 0], torch.full((5, 3), 0.5, dtype=torch.float64))
     assert torch.all(lin(torch.zeros_like(x))[:, 1:] == 0)
+
+
+@pytest.mark.parametrize("order,lmax,mmax", [("l", 2, 2), ("m", 3, 2)])
+def test_pointwise_on_the_grid_equals_the_two_projections_in_value_and_gradient(order, lmax, mmax):
+    from dequiformer.so3.grid import S2Grid
+
+    grid = S2Grid(lmax, mmax, order=order).double()
+    k = (lmax + 1) ** 2 if order == "l" else grid.to_flat.shape[0]
+    x = torch.randn(7, k, 5, dtype=torch.float64, requires_grad=True)
+    ref = grid.from_grid(torch.nn.functional.silu(grid.to_grid(x)))
+    out = grid.apply_pointwise(torch.nn.functional.silu, x, chunk=8)  # several chunks
+    assert torch.allclose(out, ref, atol=1e-12)
+    w = torch.randn_like(ref)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    (g_out,) = torch.autograd.grad((out * w).sum(), x)
+    assert torch.allclose(g_out, g_ref, atol=1e-12)

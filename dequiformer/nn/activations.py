@@ -48,7 +48,7 @@ class S2Activation(torch.nn.Module):
         self.grid = grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.grid.from_grid(torch.nn.functional.silu(self.grid.to_grid(x)))
+        return self.grid.apply_pointwise(torch.nn.functional.silu, x)
 
 
 class SeparableS2Activation(torch.nn.Module):

@@ -58,9 +58,28 @@ class S2Grid(torch.nn.Module):
         to_grid, from_grid = _grid_matrices(lmax, mmax, lat, lon, order)
         self.register_buffer("to_grid_mat", to_grid.clone(), persistent=False)
         self.register_buffer("from_grid_mat", from_grid.clone(), persistent=False)
+        # the same maps as flat [K, G] / [G, K] matrices for apply_pointwise
+        self.register_buffer("to_flat", to_grid.reshape(lat * lon, -1).T.contiguous(), persistent=False)
+        self.register_buffer("from_flat", from_grid.reshape(lat * lon, -1).contiguous(), persistent=False)
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bai,nic->nbac", self.to_grid_mat.to(x.dtype), x)
 
     def from_grid(self, g: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bai,nbac->nic", self.from_grid_mat.to(g.dtype), g)
+
+    def apply_pointwise(self, fn, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """``from_grid(fn(to_grid(x)))`` for a pointwise ``fn``: [N, K, C] -> [N, K, C].
+
+        Same result as the two einsums, computed so that the grid values (G/K = 4-5 times the
+        size of ``x``) never leave the cache: columns of the ``[K, N*C]`` coefficient matrix go
+        through grid, ``fn`` and back ``chunk`` at a time. The whole-tensor version was bound by
+        memory traffic: on the edges of a 567-atom system it spent over half of an attention
+        block in grid-sized SiLU and copies (108 ms against 13-25 ms chunked, one core).
+        """
+        n, k, c = x.shape
+        cols = x.transpose(0, 1).reshape(k, n * c)
+        to_mat, from_mat = self.to_flat.T.to(x.dtype), self.from_flat.T.to(x.dtype)  # [G, K], [K, G]
+        parts = [from_mat @ fn(to_mat @ block) for block in cols.split(chunk, dim=1)]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return out.view(k, n, c).transpose(0, 1)
