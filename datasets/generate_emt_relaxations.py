@@ -3,12 +3,14 @@
 
 Each system is an fcc(111) slab of one metal (EMT covers Al, Cu, Ag, Au, Ni, Pd, Pt) with
 one adsorbate atom (H, C, N or O) on an ontop, bridge, fcc or hcp site, rattled and then
-relaxed with BFGS under the EMT potential, the bottom layer held fixed. Every frame of
+relaxed with BFGS under the EMT potential, the subsurface layers held fixed as in OC20 (only the
+top layer and the adsorbate move). ``--exclude-pairs`` / ``--pairs`` keep adsorbate/metal pairs
+out of (or restrict to) a set, so a test set can hold combinations never seen in training. Every frame of
 every relaxation (the initial structure included) becomes one entry, as in OC20 S2EF:
 
     pos [N, 3] float32 (A), atomic_numbers [N] float32, cell [1, 3, 3] float32, natoms,
-    tags [N] int64 (0 subsurface, 1 surface, 2 adsorbate), fixed [N] float32 (1 = bottom
-    layer), y (energy, eV), force [N, 3] float32 (eV/A, raw forces incl. fixed atoms),
+    tags [N] int64 (0 subsurface, 1 surface, 2 adsorbate), fixed [N] float32 (1 = subsurface,
+    i.e. tag 0), y (energy, eV), force [N, 3] float32 (eV/A, raw forces incl. fixed atoms),
     sid (system index), fid (frame index within the relaxation).
 
 Entries are pickled ``torch_geometric.data.Data`` under keys "0", "1", ... plus "length".
@@ -51,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metals", nargs="+", default=list(EMT_METALS), help="slab metals to draw from")
     p.add_argument("--adsorbates", nargs="+", default=list(EMT_ADSORBATES), help="adsorbate atoms to draw from")
     p.add_argument("--sites", nargs="+", default=list(SITES), help="adsorption sites to draw from")
+    p.add_argument("--exclude-pairs", nargs="+", default=[], metavar="ADS/METAL",
+                   help="adsorbate/metal pairs never drawn (e.g. O/Pt N/Cu)")
+    p.add_argument("--pairs", nargs="+", default=[], metavar="ADS/METAL",
+                   help="draw only these adsorbate/metal pairs (overrides --metals/--adsorbates)")
     p.add_argument("--size", type=int, nargs=2, default=(2, 2), help="surface supercell (a b)")
-    p.add_argument("--layers", type=int, default=3, help="slab layers (the bottom one is fixed)")
+    p.add_argument("--layers", type=int, default=3, help="slab layers (all but the top one are fixed)")
     p.add_argument("--vacuum", type=float, default=7.0, help="vacuum on each side of the slab (A)")
     p.add_argument("--rattle", type=float, default=0.05, help="std of the initial random displacement (A)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -63,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_system(metal: str, adsorbate: str, site: str, size: tuple[int, int], layers: int,
                  vacuum: float, rattle: float, rng: np.random.Generator):
-    """Slab + adsorbate as ``ase.Atoms`` with OC20 tags and the bottom layer fixed by FixAtoms."""
+    """Slab + adsorbate as ``ase.Atoms`` with OC20 tags and the subsurface layers (tag 0) fixed by FixAtoms."""
     from ase.build import add_adsorbate, fcc111
     from ase.constraints import FixAtoms
 
@@ -75,11 +81,11 @@ def build_system(metal: str, adsorbate: str, site: str, size: tuple[int, int], l
     tags[np.flatnonzero(layer == 1)] = 1
     tags[len(layer):] = 2
     slab.set_tags(tags)
-    bottom = np.flatnonzero(layer == layers)
-    slab.set_constraint(FixAtoms(indices=bottom))
+    subsurface = np.flatnonzero(tags == 0)
+    slab.set_constraint(FixAtoms(indices=subsurface))
     if rattle > 0:
         free = np.ones(len(slab), dtype=bool)
-        free[bottom] = False
+        free[subsurface] = False
         slab.positions[free] += rng.normal(scale=rattle, size=(int(free.sum()), 3))
     return slab
 
@@ -104,6 +110,27 @@ def relax(atoms, steps: int, fmax: float) -> list[Frame]:
     return frames
 
 
+def _parse_pairs(values: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        ads, _, metal = value.partition("/")
+        if ads not in EMT_ADSORBATES or metal not in EMT_METALS:
+            raise SystemExit(f"error: pair {value!r} must be ADSORBATE/METAL with an adsorbate in "
+                             f"{list(EMT_ADSORBATES)} and a metal in {list(EMT_METALS)}")
+        out.append((ads, metal))
+    return out
+
+
+def allowed_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The (adsorbate, metal) pairs to draw from, in a fixed order."""
+    pairs = _parse_pairs(args.pairs) or [(a, m) for m in args.metals for a in args.adsorbates]
+    excluded = set(_parse_pairs(args.exclude_pairs))
+    pairs = [p for p in pairs if p not in excluded]
+    if not pairs:
+        raise SystemExit("error: --pairs / --exclude-pairs leave no adsorbate/metal pair to draw")
+    return pairs
+
+
 def iter_entries(args: argparse.Namespace) -> Iterator[dict]:
     """OC20 field dicts for all frames of all relaxations, system by system."""
     from tqdm import tqdm
@@ -113,11 +140,11 @@ def iter_entries(args: argparse.Namespace) -> Iterator[dict]:
         bad = sorted(set(values) - set(allowed))
         if bad:
             raise SystemExit(f"error: {name}(s) {bad} not supported; choose from {list(allowed)}")
+    pairs = allowed_pairs(args)
     rng = np.random.default_rng(args.seed)
     for sid in tqdm(range(args.systems), desc="EMT relaxations", unit="system", disable=args.quiet,
                     file=sys.stderr):
-        metal = str(rng.choice(args.metals))
-        adsorbate = str(rng.choice(args.adsorbates))
+        adsorbate, metal = pairs[int(rng.integers(len(pairs)))]
         site = str(rng.choice(args.sites))
         atoms = build_system(metal, adsorbate, site, tuple(args.size), args.layers, args.vacuum, args.rattle, rng)
         for fid, frame in enumerate(relax(atoms, args.steps, args.fmax)):

@@ -103,8 +103,8 @@ def test_emt_relaxations_oc20_layout(tmp_path):
         assert frame.pbc.all() and frame.cell.shape == (3, 3)
         assert set(np.unique(frame.tags)) == {0, 1, 2}
         assert np.count_nonzero(frame.tags == 2) == 1 and frame.numbers[frame.tags == 2][0] in (1, 6, 7, 8)
-        assert frame.fixed.sum() == 4 and not frame.fixed[frame.tags == 2].any()
-        # the fixed atoms are the bottom layer
+        # as in OC20, every subsurface atom (tag 0) is fixed, nothing else: 2 of 3 layers of 2x2
+        assert frame.fixed.sum() == 8 and np.array_equal(frame.fixed, frame.tags == 0)
         z = frame.positions[:, 2]
         assert z[frame.fixed].max() < z[~frame.fixed].min()
     # relaxation lowers the energy of each system
@@ -117,3 +117,19 @@ def test_emt_relaxations_oc20_layout(tmp_path):
     atoms = ds[1].to_atoms()
     atoms.calc = EMT()
     assert atoms.get_potential_energy() == pytest.approx(ds[1].energy, abs=1e-4)
+
+
+def test_emt_pairs_can_be_held_out(tmp_path):
+    gen = load_script("generate_emt_relaxations")
+    held = ["O/Pt", "N/Cu"]
+    train = read_dataset(gen.main(["--systems", "12", "--steps", "0", "--metals", "Pt", "Cu", "--exclude-pairs", *held,
+                                   "--out", str(tmp_path / "train.lmdb"), "--quiet"]))
+    test = read_dataset(gen.main(["--systems", "6", "--steps", "0", "--pairs", *held,
+                                  "--out", str(tmp_path / "test.lmdb"), "--quiet"]))
+
+    def pairs(ds):
+        return {f.info["system"].split("(")[0] for f in ds}
+
+    assert pairs(train).isdisjoint(held) and pairs(test) <= set(held)
+    with pytest.raises(SystemExit, match="ADSORBATE/METAL"):
+        gen.main(["--pairs", "Pt/O", "--out", str(tmp_path / "x.lmdb"), "--quiet"])

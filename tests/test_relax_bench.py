@@ -15,7 +15,8 @@ climain.COMMANDS.setdefault("relax-bench", ("dequiformer.cli.relax_bench", "rela
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_FIELDS = ("model", "mode", "seconds_mean", "seconds_std", "solver_steps_mean", "solver_steps_std",
-              "final_fmax_mean", "energy_mae_ev", "forces_mae_ev_per_a")
+              "final_fmax_mean", "energy_mae_ev", "forces_mae_ev_per_a", "optimizer_steps_mean", "converged_fraction",
+              "final_energy_mae_ev", "unconverged_solves", "trace_first_system")
 
 
 def emt_lmdb(path: Path) -> Path:
@@ -39,6 +40,9 @@ def test_start_structures_one_per_sid_with_fixed_atoms(files):
     assert len(starts) == 2  # two relaxations (sids), several frames each
     for s in starts:
         assert s.atoms.constraints and s.energy_ev is not None and s.forces_ev_per_a.shape == (len(s.atoms), 3)
+        # the relaxed energy is the relaxation's last frame: below the start for EMT's BFGS
+        assert s.relaxed_energy_ev is not None and s.relaxed_energy_ev < s.energy_ev
+        assert s.name.endswith(("-ontop", "-bridge", "-fcc", "-hcp"))
 
 
 def test_relax_bench_rows_and_report(files):
@@ -51,19 +55,28 @@ def test_relax_bench_rows_and_report(files):
     res = json.loads(out.read_text())
     assert res["n_systems"] == 2 and res["optimizer"] == "fire" and res["steps"] == 3 and res["fmax"] == 0.01
     rows = res["rows"]
-    assert [r["mode"] for r in rows] == ["deq_cold", "deq_reuse", "deq_reuse_relaxed", "explicit"]
+    assert [r["mode"] for r in rows] == ["deq_cold", "deq_reuse", "deq_reuse_relaxed", "deq_predictor", "explicit"]
     for r in rows:
         for key in ROW_FIELDS:
             assert key in r and r[key] is not None, (r["mode"], key)
         assert r["seconds_mean"] > 0 and r["final_fmax_mean"] > 0
         assert r["energy_mae_ev"] >= 0 and r["forces_mae_ev_per_a"] >= 0
-    cold, reuse, relaxed, explicit = rows
+    cold, reuse, relaxed, predictor, explicit = rows
     assert explicit["solver_steps_mean"] == 2 and explicit["solver_steps_std"] == 0
+    assert (reuse["predictor"], predictor["predictor"], cold["predictor"]) == (1, 3, None)
+    for r in rows:  # converged counts agree with each system's final fmax
+        assert r["converged_fraction"] == pytest.approx(sum(s["final_fmax"] < 0.01 for s in r["systems"]) / 2)
+        assert [s["converged"] for s in r["systems"]] == [s["final_fmax"] < 0.01 for s in r["systems"]]
+        assert r["unconverged_solves"] == 0
+        trace = r["trace_first_system"]
+        steps = r["systems"][0]["optimizer_steps"]
+        assert len(trace["elapsed_s"]) == len(trace["fmax"]) == steps + 1 and trace["elapsed_s"] == sorted(trace["elapsed_s"])
+        assert trace["fmax"][-1] == pytest.approx(r["systems"][0]["final_fmax"])
     assert relaxed["solver_steps_mean"] < cold["solver_steps_mean"]
     assert cold["energy_mae_ev"] == pytest.approx(relaxed["energy_mae_ev"], rel=1e-6)  # same cold start solve
     assert "eV" in res["units"]["energy_mae_ev"]
     table = (report / "relax_bench.md").read_text()
-    assert table.count("| deq_") == 3 and "| explicit |" in table
+    assert table.count("| deq_") == 4 and "| explicit |" in table
     assert (report / "relax_bench.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -20,7 +20,7 @@ from .records import ForceCallLog, atomic_output, summarise_calls, write_csv
 from .structures import periodic_volume, require_stress
 
 OPTIMIZERS = ("bfgs", "lbfgs", "fire")
-RELAX_COLUMNS = ("step", "E_pot_eV", "fmax_eV_per_A", "volume_A3", "solver_steps", "adjoint_steps", "residual",
+RELAX_COLUMNS = ("step", "elapsed_s", "E_pot_eV", "fmax_eV_per_A", "volume_A3", "solver_steps", "adjoint_steps", "residual",
                  "reused", "ms")
 
 
@@ -135,7 +135,8 @@ def run_relaxation(
             writer = Trajectory(str(stack.enter_context(atomic_output(traj))), "w", atoms)
 
         def observe() -> None:
-            row = {"step": len(rows), "E_pot_eV": float(atoms.get_potential_energy()),
+            row = {"step": len(rows), "elapsed_s": time.perf_counter() - start,
+                   "E_pot_eV": float(atoms.get_potential_energy()),
                    "fmax_eV_per_A": max_force(atoms),
                    "volume_A3": periodic_volume(atoms),
                    **summarise_calls(calls.take())}

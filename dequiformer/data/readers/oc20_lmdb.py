@@ -167,6 +167,8 @@ def data_to_frame(fields: dict[str, Any], index: int, source: str,
     for key in ("sid", "fid"):
         if fields.get(key) is not None:
             info[key] = _scalar(fields[key])
+    if isinstance(fields.get("system"), str):  # a description, e.g. the EMT generator's "O/Pt(111)-fcc"
+        info["system"] = fields["system"]
     frame = Frame(positions=pos, numbers=numbers, cell=cell, pbc=pbc, energy=energy, forces=forces,
                   fixed=fixed, tags=tags, info=info)
     names = {"positions": "pos", "numbers": "atomic_numbers", "energy": energy_key or "y",
