@@ -95,12 +95,13 @@ def anderson_weights(
 
     alpha = _solve_bordered(h, vf, lam)
     ok = usable & _acceptable(alpha, lam)
+    # the retry with a larger lam is solved for every graph and selected where needed: a
+    # batch of tiny systems costs less than asking the device whether any graph needs it
+    lam_retry = max(100.0 * lam, 1e-2)
+    alpha_retry = _solve_bordered(h, vf, lam_retry)
     retry = usable & ~ok
-    if bool(retry.any()):
-        lam_retry = max(100.0 * lam, 1e-2)
-        alpha_retry = _solve_bordered(h[retry], vf[retry], lam_retry)
-        alpha[retry] = alpha_retry
-        ok[retry] = _acceptable(alpha_retry, lam_retry)
+    alpha = torch.where(retry.unsqueeze(1), alpha_retry, alpha)
+    ok = ok | (retry & _acceptable(alpha_retry, lam_retry))
     newest_only = torch.zeros_like(alpha)
     newest_only[:, newest] = 1.0
     alpha = torch.where(ok.unsqueeze(1), alpha, newest_only)
@@ -169,7 +170,7 @@ def anderson(
             gram[:, :, slot] = dots
             valid[:, slot] = True
             alpha, restarted = anderson_weights(gram, valid, slot, lam, skip=progress.done)
-            valid[restarted] = False
+            valid &= ~restarted.unsqueeze(1)  # (no boolean-mask indexing: it would sync the host)
             valid[:, slot] = True
             a = rows(alpha, gi)
             x_next = torch.einsum("nj,jnd->nd", a, past_x) + beta * torch.einsum("nj,jnd->nd", a, past_g)

@@ -102,6 +102,7 @@ class SolverProgress:
         self.trace: list[torch.Tensor] | None = [] if trace else None
         self.sampler = StateSampler(n_states)
         self.all_done = num_graphs == 0
+        self.any_done = False
 
     def _done_rows(self) -> torch.Tensor:
         return rows(self.done, self.graph_index).unsqueeze(1)
@@ -111,7 +112,7 @@ class SolverProgress:
         (``g.rows``, see :func:`~dequiformer.deq.forward.flat_map`). Finished graphs' rows are
         replaced by their frozen values in :meth:`observe` either way."""
         partial = getattr(g, "rows", None)
-        if partial is not None and bool(self.done.any()):
+        if partial is not None and self.any_done:
             return partial(z, ~rows(self.done, self.graph_index))
         return g(z)
 
@@ -142,7 +143,8 @@ class SolverProgress:
         self.converged |= newly_converged
         self.failed |= newly_failed
         self.done |= finished
-        self.all_done = bool(self.done.all())
+        # the one host synchronisation per iteration: both flags from one transfer
+        self.all_done, self.any_done = (bool(v) for v in torch.stack([self.done.all(), self.done.any()]).tolist())
 
         if self.trace is not None:
             self.trace.append(torch.where(active, residual, self.final_residual()).clone())
