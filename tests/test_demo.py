@@ -30,3 +30,22 @@ def test_missing_assets_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="deq.pt"):
         asset_paths(tmp_path)
     assert ASSETS.name == "demo"
+
+
+def test_relaxation_act_on_tiny_slab_models(tmp_path):
+    from dequiformer.demo import relaxation_act, relaxation_table
+    from test_md import write_tiny_checkpoint
+    from test_relax_bench import emt_lmdb
+
+    paths = {"slab_deq": write_tiny_checkpoint(tmp_path / "d.pt", forces="conservative"),
+             "slab_explicit": write_tiny_checkpoint(tmp_path / "x.pt", explicit=True, forces="conservative"),
+             "slab_frames": emt_lmdb(tmp_path / "slab.lmdb")}
+    act = relaxation_act(paths, fmax=0.5, steps=5)
+    assert act["system"] and act["atoms"] > 0 and act["emt_relaxed_energy_ev"] < act["emt_start_energy_ev"]
+    for key in ("slab_explicit", "slab_deq_reuse"):
+        row = act[key]
+        assert row["seconds"] > 0 and 0 <= row["optimizer_steps"] <= 5 and row["mean_adjoint_steps"] >= 0
+        assert row["converged"] == (row["final_fmax"] < 0.5)
+    assert act["slab_deq_reuse"]["mean_adjoint_steps"] > 0  # a conservative DEQ solves its adjoint
+    assert act["speedup_vs_explicit"] > 0
+    assert relaxation_table(act).count("\n") == 3
