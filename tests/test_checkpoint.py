@@ -148,3 +148,59 @@ def test_eval_json(trained, tmp_path, capsys):
     with pytest.warns(UserWarning, match="no .*splits.npz"):
         assert cli.main(["eval", str(lone / "best.pt"), "--data", str(npz), "--json", str(tmp_path / "l.json")]) == 0
     assert json.loads((tmp_path / "l.json").read_text())["n_structures"] == 24
+
+
+def test_eval_reader_options_and_unseen_elements(trained, tmp_path, capsys):
+    from ase.io import write
+
+    _, run, npz = trained
+    frames = read_dataset(npz)
+    atoms_list = []
+    for frame in list(frames)[:3]:
+        atoms = frame.to_atoms()
+        atoms.info["my_energy"] = float(frame.energy)
+        atoms.arrays["my_forces"] = np.asarray(frame.forces)
+        atoms.calc = None
+        atoms_list.append(atoms)
+    custom = tmp_path / "custom.xyz"
+    write(custom, atoms_list, format="extxyz")
+    out = tmp_path / "c.json"
+    # custom keys: refused without the reader options, evaluated with them
+    assert cli.main(["eval", str(run / "best.pt"), "--data", str(custom), "--split", "all"]) == 2
+    capsys.readouterr()
+    assert cli.main(["eval", str(run / "best.pt"), "--data", str(custom), "--split", "all", "--option",
+                     "energy_key=my_energy", "--option", "forces_key=my_forces", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["n_structures"] == 3 and record["reader_options"] == {"energy_key": "my_energy",
+                                                                       "forces_key": "my_forces"}
+    assert cli.main(["eval", str(run / "best.pt"), "--data", str(custom), "--option", "nonsense"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    # an element the model never saw: refused, naming the frame and the element, unless allowed
+    odd = atoms_list[0].copy()
+    odd.numbers[2] = 7  # nitrogen: within max_num_elements, never in the training data; keeps my_energy / my_forces
+    write(tmp_path / "odd.xyz", [atoms_list[1], odd], format="extxyz")
+    keys = ["--option", "energy_key=my_energy", "--option", "forces_key=my_forces"]
+    assert cli.main(["eval", str(run / "best.pt"), "--data", str(tmp_path / "odd.xyz"), "--split", "all", *keys]) == 2
+    err = capsys.readouterr().err
+    assert "frame 1" in err and "Z=[7]" in err and "atom 2" in err
+    with pytest.warns(UserWarning, match="never saw"):
+        assert cli.main(["eval", str(run / "best.pt"), "--data", str(tmp_path / "odd.xyz"), "--split", "all", *keys,
+                         "--allow-unseen-elements"]) == 0
+
+
+def test_eval_errors_name_the_frame_not_the_batch_position(trained, tmp_path, capsys):
+    from ase.io import write
+
+    _, run, npz = trained
+    atoms_list = [f.to_atoms() for f in list(read_dataset(npz))[:7]]
+    for a in atoms_list:
+        a.info["my_energy"] = 0.0
+        a.arrays["my_forces"] = np.zeros((len(a), 3))
+        a.calc = None
+    atoms_list[6].numbers[1] = 16  # beyond the model's max_num_elements: frame 6, batch position 2
+    write(tmp_path / "bad.xyz", atoms_list, format="extxyz")
+    assert cli.main(["eval", str(run / "best.pt"), "--data", str(tmp_path / "bad.xyz"), "--split", "all",
+                     "--option", "energy_key=my_energy", "--option", "forces_key=my_forces",
+                     "--allow-unseen-elements"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.xyz: frame 6: atom 1 has atomic number 16" in err and "structure" not in err

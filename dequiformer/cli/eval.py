@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="best.pt / last.pt written by dequiformer train (or a run directory)")
     parser.add_argument("--data", required=True, help="data file or folder (MD17/MD22 npz, OC20 LMDB, ASE db, extxyz)")
     parser.add_argument("--format", default=None, help="reader format (default: detected from the file)")
+    parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="reader option (e.g. energy_key=REF_energy, forces_key=REF_forces, skip_bad=true); "
+                             "default: the training run's data.options when --data has the training data's format")
+    parser.add_argument("--allow-unseen-elements", action="store_true",
+                        help="evaluate structures with elements the model never saw in training (a warning, "
+                             "not an error; their predictions are untrained extrapolation)")
     parser.add_argument("--split", choices=("test", "all"), default="test",
                         help="evaluate the run's test split (default) or every frame")
     parser.add_argument("--json", metavar="OUT", help="write the results as a JSON object here")
@@ -57,6 +63,54 @@ def select_indices(checkpoint: Path, dataset: Any, split: str, data_path: str, c
     return [int(i) for i in splits.test], f"test split of {path}"
 
 
+def reader_options(given: list[str], cfg: dict, data_path: str, fmt: str | None) -> dict[str, Any]:
+    """``--option KEY=VALUE`` values (YAML-typed), or the run's ``data.options`` when none are given and
+    the data has the training data's format."""
+    import yaml
+
+    from ..data.readers import detect_format
+
+    if given:
+        out = {}
+        for item in given:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+            out[key] = yaml.safe_load(value)
+        return out
+    data_cfg = cfg.get("data") or {}
+    trained = data_cfg.get("options") or {}
+    if not trained or not data_cfg.get("path"):
+        return {}
+    try:
+        same = (fmt or detect_format(Path(data_path))) == (data_cfg.get("format") or detect_format(Path(data_cfg["path"])))
+    except ValueError:
+        return {}
+    return dict(trained) if same else {}
+
+
+def check_elements(dataset: Any, elements: list[int], allow: bool, data_path: str) -> None:
+    """Refuse (or, with ``allow``, warn about) frames with elements the model never saw in training."""
+    import numpy as np
+
+    if not elements:
+        return
+    known = set(int(z) for z in elements)
+    sources = getattr(dataset, "source_indices", None)  # a property of FrameDataset
+    for i in range(len(dataset)):
+        numbers = np.asarray(dataset[i].numbers)
+        unseen = sorted(set(int(z) for z in np.unique(numbers)) - known)
+        if unseen:
+            atom = int(np.flatnonzero(np.isin(numbers, unseen))[0])
+            message = (f"{data_path}: frame {i if sources is None else int(sources[i])} has "
+                       f"element(s) Z={unseen} (first at atom {atom}) that the model never saw in training "
+                       f"(trained on Z={sorted(known)})")
+            if not allow:
+                raise ValueError(message + "; pass --allow-unseen-elements to evaluate anyway")
+            warnings.warn(message, stacklevel=2)
+            return
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate; input errors are reported in one line with exit status 2."""
     try:
@@ -83,7 +137,11 @@ def _run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     model = build_from_checkpoint(state, use_ema=not args.raw_weights, device=device, where=str(checkpoint))
     units = model.units
-    dataset = read_dataset(args.data, args.format)
+    options = reader_options(args.options, state["config"], args.data, args.format)
+    try:
+        dataset = read_dataset(args.data, args.format, **options)
+    except TypeError as exc:  # an option the reader does not take
+        raise ValueError(str(exc)) from exc
     indices, note = select_indices(checkpoint, dataset, args.split, args.data, state["config"])
     if indices is not None:
         dataset = dataset.subset(indices)
@@ -91,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         dataset = dataset.subset(list(range(min(int(args.max_structures), len(dataset)))))
     if len(dataset) == 0:
         raise ValueError(f"{args.data}: nothing to evaluate (0 structures selected: {note})")
+    check_elements(dataset, list(getattr(model, "elements", []) or []), args.allow_unseen_elements, args.data)
     if float(length_factor(dataset.units.get("length", "Angstrom"), "Angstrom")) != 1.0:
         raise ValueError(f"{args.data}: lengths in {dataset.units['length']}; only Angstrom data is supported")
     frames: Any = dataset
@@ -102,7 +161,10 @@ def _run(args: argparse.Namespace) -> int:
     graphs.source = str(args.data)
     summary = evaluate(model, graphs, args.batch_size, device)
     record = eval_record(summary, units)
-    record.update({"checkpoint": str(checkpoint), "data": str(args.data), "split": args.split, "selection": note})
+    record.update({"checkpoint": str(checkpoint), "data": str(args.data), "split": args.split, "selection": note,
+                   "reader_options": options, "skipped_corrupt_entries": int(getattr(dataset, "skipped", 0) or 0)})
+    if record["skipped_corrupt_entries"]:
+        print(f"{args.data}: skipped {record['skipped_corrupt_entries']} corrupt entries (skip_bad)", file=sys.stderr)
     write_json(args.json, record)
     print(f"{record['n_structures']} structures ({note}): energy MAE {record['energy_mae']:.5g} {units['energy']}, "
           f"forces MAE {record['forces_mae']:.5g} {units['energy']}/{units['length']}, "

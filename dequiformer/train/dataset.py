@@ -77,6 +77,11 @@ class GraphDataset:
                 self._graphs[i] = graph
         return graph
 
+    def frame_label(self, i: int) -> str:
+        """``"<source>: frame K"`` with K the frame's index in its file (where the frames know it)."""
+        sources = getattr(self.frames, "source_indices", None)
+        return f"{self.source}: frame {int(sources[int(i)]) if sources is not None else int(i)}"
+
     def batch(self, indices: Sequence[int], device: torch.device | str = "cpu") -> AtomicGraph:
         """Collate the graphs at ``indices`` into one batch on ``device``."""
         graph = AtomicGraph.collate([self[int(i)] for i in indices])

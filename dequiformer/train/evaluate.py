@@ -1,6 +1,7 @@
 """Evaluation loop shared by validation during training and ``dequiformer eval``."""
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Sequence
 
@@ -65,7 +66,11 @@ def evaluate(model: torch.nn.Module, graphs: GraphDataset, batch_size: int, devi
             if str(device).startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = model(graph, **stress_request(model, graph))
+            try:
+                out = model(graph, **stress_request(model, graph))
+            except ValueError as exc:  # the model names batch positions ("structure 2"): name the frames
+                raise ValueError(re.sub(r"structure (\d+)", lambda m: graphs.frame_label(ids[int(m.group(1))]),
+                                        str(exc))) from exc
             if str(device).startswith("cuda"):
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - t0
