@@ -208,7 +208,7 @@ def _write_markdown(path: Path, report: dict[str, Any]) -> None:
             f"the slab models never saw), FIRE to fmax {act['fmax']} eV/A from the same start, calculator defaults; "
             f"the DEQ took {1 / act['speedup_vs_explicit']:.2f}x the explicit model's time.\n\n"
             + relaxation_table(act) + "\n")
-    from .simulate.records import atomic_output
+    from .rundir import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_text(text)

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 @options.user_errors
 def run(args: argparse.Namespace) -> int:
     """Relax the structure; print (and optionally write) the summary."""
-    from dequiformer.cli.main import write_json
+    from dequiformer.rundir import write_json
     from dequiformer.simulate.relax import run_relaxation
     from dequiformer.simulate.structures import load_structure
 

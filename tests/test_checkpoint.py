@@ -97,8 +97,9 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     path = save_checkpoint({"config": {"a": 1}, "model": {}}, tmp_path / "last.pt")
     real_save = torch.save
 
-    def dying_save(obj, fh, *args, **kwargs):
-        fh.write(b"partial")
+    def dying_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
         raise KeyboardInterrupt("killed mid-write")
 
     monkeypatch.setattr(torch, "save", dying_save)

@@ -9,14 +9,11 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     """Write a matplotlib figure as PNG atomically (temporary file, then rename) and close it."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    from ..rundir import atomic_output
+
     try:
-        fig.savefig(tmp, dpi=dpi)
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)

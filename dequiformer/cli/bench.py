@@ -133,7 +133,7 @@ def _run_md_speed(args: argparse.Namespace) -> int:
     from ..demo import ASSETS
     from ..simulate.structures import load_structure
     from ..train.checkpoint import CheckpointError
-    from .main import write_json
+    from ..rundir import write_json
 
     try:
         if args.steps < 1 or min(args.copies) < 1:
@@ -167,7 +167,7 @@ def _run_batched(args: argparse.Namespace) -> int:
     from ..demo import ASSETS
     from ..simulate.structures import load_structure
     from ..train.checkpoint import CheckpointError
-    from .main import write_json
+    from ..rundir import write_json
 
     try:
         from ..bench.batched import plot_batched, run_batched_benchmark
@@ -207,7 +207,7 @@ def _run_nve(args: argparse.Namespace) -> int:
     from ..simulate.options import apply_threads
     from ..simulate.structures import load_structure
     from ..train.checkpoint import CheckpointError, load_model
-    from .main import write_json
+    from ..rundir import write_json
 
     try:
         apply_threads(args)
@@ -242,7 +242,7 @@ def _run_accuracy(args: argparse.Namespace) -> int:
 
     from ..bench.accuracy import DEFAULT_CONFIGS, plot_learning_curves, run_accuracy_benchmark
     from ..demo import ASSETS
-    from .main import write_json
+    from ..rundir import write_json
 
     configs = args.configs or list(DEFAULT_CONFIGS)
     missing = [c for c in configs + [args.data] if not Path(c).exists()]
@@ -277,7 +277,7 @@ def _run_accuracy(args: argparse.Namespace) -> int:
 def _run_solver(args: argparse.Namespace) -> int:
     from ..bench.solver import BENCH_MODEL, bench_batch, run_solver_benchmark
     from ..models import build_model
-    from .main import write_json
+    from ..rundir import write_json
 
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)

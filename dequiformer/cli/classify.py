@@ -54,7 +54,7 @@ def _default_run_dir(config: str, action: str) -> Path:
 def _train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..imaging.training import train_classifier
-    from .main import write_json
+    from ..rundir import write_json
 
     cfg = load_config(args.config, args.overrides)
     run_dir = args.run_dir or _default_run_dir(args.config, "train")
@@ -75,7 +75,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ..config import apply_override, load_config
     from ..imaging.training import _device, load_classifier, load_image_splits, predict_to_csv
-    from .main import write_json
+    from ..rundir import write_json
 
     run_dir = args.run_dir or _default_run_dir(args.config, "train")
     positional_ckpt = Path(args.config).suffix in (".pt", ".pth")
@@ -115,7 +115,7 @@ def _predict_structures(args: argparse.Namespace, checkpoint: Path, positional_c
     """The structure route of ``predict`` (DEQuiformer classifier); False when the images route applies."""
     from ..config import apply_override, load_config
     from ..imaging.structure_training import is_structure_checkpoint, predict_structure_split, uses_structure_route
-    from .main import write_json
+    from ..rundir import write_json
 
     if positional_ckpt:
         if not is_structure_checkpoint(checkpoint):
@@ -139,7 +139,7 @@ def _predict_structures(args: argparse.Namespace, checkpoint: Path, positional_c
 def _bench(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..imaging.training import bench_solvers
-    from .main import write_json
+    from ..rundir import write_json
 
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     bad = [s for s in solvers if s not in SOLVER_CHOICES]

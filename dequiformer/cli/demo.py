@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..demo import run_demo, table
-    from .main import write_json
+    from ..rundir import write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)

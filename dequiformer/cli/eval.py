@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..train.checkpoint import build_from_checkpoint, load_checkpoint
     from ..train.dataset import GraphDataset
     from ..train.evaluate import eval_record, evaluate
-    from .main import write_json
+    from ..rundir import write_json
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,17 +38,6 @@ def _build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
     return parser
-
-
-def write_json(path: str | Path | None, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (no-op when path is None)."""
-    if path is None:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

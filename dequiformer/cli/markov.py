@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from ..simulate.options import apply_threads
     from ..simulate.structures import open_dataset
     from ..train.checkpoint import load_model
-    from .main import write_json
+    from ..rundir import write_json
 
     apply_threads(args)
     model = load_model(args.checkpoint)

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ..simulate.md import run_md
     from ..simulate.options import calculator_from_args
     from ..simulate.structures import load_structure
-    from .main import write_json
+    from ..rundir import write_json
 
     atoms = load_structure(args.structure, args.frame)
     calc = calculator_from_args(args)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @user_errors
 def run(args: argparse.Namespace) -> int:
     from ..simulate.relax_bench import markdown_table, run_relax_bench, write_report
-    from .main import write_json
+    from ..rundir import write_json
 
     apply_threads(args)
     result = run_relax_bench(args.checkpoints, args.data, n_systems=args.n_systems, steps=args.steps,

@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         shutdown(info)
     if info.is_main:
-        from .main import write_json
+        from ..rundir import write_json
 
         write_json(args.json, summary)
         best = summary["best"]

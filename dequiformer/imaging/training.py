@@ -554,7 +554,7 @@ def _fit_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedu
         "converged_fraction": float(np.mean([r["converged_fraction"] for r in history])),
         "parameters": parameters, "history": [{k: _nan_to_none(v) for k, v in r.items()} for r in history],
     }
-    from ..cli.main import write_json
+    from ..rundir import write_json
 
     write_json(run_dir / "summary.json", summary)
     return summary

@@ -18,7 +18,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
-from .records import ForceCallLog, atomic_output, summarise_calls, write_csv
+from ..rundir import atomic_output
+from .records import ForceCallLog, summarise_calls, write_csv
 from .structures import periodic_volume, require_stress
 
 ENSEMBLES = ("nve", "langevin", "npt")

@@ -6,14 +6,14 @@ call and the drivers group the calls by step.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from ase.calculators.calculator import Calculator
+
+from ..rundir import atomic_output
 
 
 class ForceCallLog:
@@ -74,23 +74,6 @@ def summarise_calls(calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ms": float(sum(c["ms"] for c in calls)),
         "calls": len(calls),
     }
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` (os.replace).
-
-    On an exception the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Path:

@@ -16,7 +16,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from .records import ForceCallLog, atomic_output, summarise_calls, write_csv
+from ..rundir import atomic_output
+from .records import ForceCallLog, summarise_calls, write_csv
 from .structures import periodic_volume, require_stress
 
 OPTIMIZERS = ("bfgs", "lbfgs", "fire")

@@ -23,7 +23,7 @@ from ase.constraints import FixAtoms
 
 from ..calculator import DEQCalculator
 from ..data.units import energy_factor, length_factor
-from .records import atomic_output
+from ..rundir import atomic_output
 from .relax import OPTIMIZERS, run_relaxation
 from .structures import open_dataset
 

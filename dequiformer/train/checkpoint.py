@@ -14,74 +14,22 @@ rebuilds the model and resumes training exactly:
 - ``metrics`` (rows of ``metrics.csv``), ``best`` (``{"epoch", "val_forces_mae"}``),
   ``world_size``, ``dtype``.
 
-Everything in it loads with ``torch.load(weights_only=True)``: no pickled code.
+Everything in it loads with ``torch.load(weights_only=True)``: no pickled code. The file's
+``kind`` is ``"force_field"`` (:mod:`dequiformer.rundir`).
 """
 from __future__ import annotations
 
-import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-FORMAT = "dequiformer-checkpoint"
-VERSION = 1
-REQUIRED_KEYS = ("config", "model")
+# the file format, atomic saving and validated loading live in the one run-directory module; they
+# are importable from here too, where the force-field checkpoint's contents are described
+from ..rundir import CheckpointError, load_checkpoint, save_checkpoint
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, corrupt, or lacks what is needed."""
-
-
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
-
-    A process killed during the write leaves the previous file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and check a checkpoint.
-
-    Raises:
-        FileNotFoundError: no file at ``path`` (a run directory resolves to ``last.pt`` in it).
-        CheckpointError: the file is not a readable torch file, not a dequiformer checkpoint,
-            or lacks a required key; the message names the file and the key.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, random bytes, pickled objects...
-        raise CheckpointError(f"{path}: cannot read checkpoint (corrupt or not a torch file): "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a dequiformer checkpoint (no 'format': {FORMAT!r} entry)")
-    for key in REQUIRED_KEYS:
-        if key not in state:
-            raise CheckpointError(f"{path}: checkpoint lacks key {key!r}")
-    if int(state.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {state['version']} is newer than this package "
-                              f"understands ({VERSION})")
-    return state
+__all__ = ["CheckpointError", "build_from_checkpoint", "export_checkpoint", "load_checkpoint", "load_model",
+           "save_checkpoint"]
 
 
 def build_from_checkpoint(state: dict[str, Any], use_ema: bool = True, dtype: torch.dtype | None = None,
@@ -141,32 +89,6 @@ def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu", 
     """
     state = load_checkpoint(checkpoint_path)
     return build_from_checkpoint(state, use_ema=use_ema, dtype=dtype, device=device, where=str(checkpoint_path))
-
-
-# ---------------------------------------------------------------------------- RNG states
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (torch CPU, CUDA, numpy global, python) in weights-only types."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    py_version, py_internal, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(py_version), "internal": list(py_internal), "gauss": py_gauss},
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore states saved by :func:`rng_state`."""
-    torch.set_rng_state(state["torch"].cpu() if hasattr(state["torch"], "cpu") else state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
-    npst = state["numpy"]
-    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
-                         npst["cached_gaussian"]))
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
 
 
 def export_checkpoint(src: str | Path, dst: str | Path, use_ema: bool = True) -> Path:

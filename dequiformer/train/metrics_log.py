@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
+
+from ..rundir import write_text
 
 #: Column order of ``metrics.csv``. Energies in the training energy unit, forces in that unit per
 #: Angstrom; ``*_solver_steps`` is the mean number of layer-block evaluations per structure,
@@ -40,9 +41,7 @@ def write_metrics_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     writer.writerow(COLUMNS)
     for row in rows:
         writer.writerow([_fmt(row.get(c)) for c in COLUMNS])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_text(path, buf.getvalue())
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, float | int | None]]:

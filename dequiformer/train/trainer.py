@@ -25,7 +25,7 @@ from ..data.normalization import Normalizer, fit_normalizer
 from ..data.splits import datasets_from_config
 from ..models import build_model
 from ..models.hparams import resolve
-from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from ..rundir import rng_state, save_checkpoint, set_rng_state
 from .dataset import GraphDataset, apply_normalization, epoch_batches, graph_statistics, model_scales
 from .distributed import DistInfo, all_gather_object, all_reduce_dict, all_reduce_sums, barrier, init_distributed, wrap_ddp
 from .ema import ExponentialMovingAverage
