@@ -7,6 +7,10 @@ import torch
 from dequiformer.rundir import CheckpointError, atomic_output, load_checkpoint, save_checkpoint, write_json
 
 
+class Payload:
+    pass
+
+
 def test_atomic_output_keeps_the_old_file_when_the_writer_fails(tmp_path):
     target = tmp_path / "sub" / "out.json"
     write_json(target, {"a": 1})
@@ -27,9 +31,7 @@ def test_checkpoint_kinds_are_checked_and_pickles_refused(tmp_path):
     with pytest.raises(ValueError, match="kind must be one of"):
         save_checkpoint({"config": {}, "model": {}}, tmp_path / "x.pt", kind="other")
 
-    class Payload:  # an arbitrary object: loading it would run pickled code
-        pass
-
+    # an arbitrary object: loading it would run pickled code
     torch.save({"format": "dequiformer-checkpoint", "config": {}, "model": {}, "x": Payload()}, tmp_path / "p.pt")
     with pytest.raises(CheckpointError, match="pickled objects"):
         load_checkpoint(tmp_path / "p.pt")
