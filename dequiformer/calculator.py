@@ -96,7 +96,7 @@ class DEQCalculator(Calculator):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         if getattr(self.model, "task", "regression") != "regression":
             raise ValueError("DEQCalculator needs an energy/force model (task: regression)")
-        self.is_deq = hasattr(self.model, "implicit_layer")
+        self.is_deq = self.model.is_implicit
         self.fp_reuse = bool(fp_reuse) and self.is_deq
         self.conservative = bool(getattr(self.model, "conservative", False))
         if reuse_tol is None:
@@ -172,7 +172,7 @@ class DEQCalculator(Calculator):
             stress = out["stress"][0].detach().cpu().double().numpy() * self.stress_to_ev_per_a3
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
         stats = out["solver"]
-        blocks = len(self.model.blocks) if self.is_deq else 1
+        blocks = self.model.blocks_per_solver_step
         self.stats = {
             "solver_steps": int(stats.steps[0]) * blocks,
             "residual": float(stats.residual[0]),

@@ -90,7 +90,7 @@ class DEQTorchSimModel(ModelInterface):
         self._device = torch.device(device)
         self._dtype = dtype
         self.model = model.to(device=self._device, dtype=dtype).eval()
-        self.is_deq = hasattr(self.model, "implicit_layer")
+        self.is_deq = self.model.is_implicit
         self.conservative = bool(getattr(self.model, "conservative", False))
         if compute_stress and not self.conservative:
             raise ValueError("compute_stress needs a conservative model (model.forces: conservative); this model's "
@@ -219,7 +219,7 @@ class DEQTorchSimModel(ModelInterface):
     def _update_stats(self, out: dict[str, Any], warm: list[bool], seconds: float) -> None:
         self.calls += 1
         self.system_evaluations += len(warm)
-        blocks = len(self.model.blocks) if self.is_deq else 1
+        blocks = self.model.blocks_per_solver_step
         stats = out["solver"]
         self.stats = {
             "solver_steps": (stats.steps.cpu() * blocks).tolist(),

@@ -153,3 +153,13 @@ def test_layer_on_unconverged_graphs_only_equals_full_layer():
     partial = m._partial_layer(x, ctx, x.shape)(z, active).view_as(x)
     full = m.implicit_layer(z, x, ctx)
     assert torch.allclose(partial[active], full[active], atol=1e-12)
+
+
+def test_model_contract_is_explicit_not_duck_typed():
+    from dequiformer.models import build_model
+    from models_fixtures import TINY
+
+    deq = build_model({**TINY, "name": "dequiformer", "num_layers": 2})
+    explicit = build_model({**TINY, "name": "equiformer_v2", "num_layers": 3})
+    assert deq.is_implicit and not explicit.is_implicit
+    assert deq.blocks_per_solver_step == 2 and explicit.blocks_per_solver_step == 1

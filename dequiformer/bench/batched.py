@@ -91,7 +91,7 @@ def run_batched_benchmark(checkpoints: dict[str, str], molecule: Atoms, systems:
                                dtype, device, seed)
         rows.append({"checkpoint": label, "mode": mode, "systems": count, "atoms": len(molecule), "steps": steps,
                      "seconds": result["seconds"], "structure_steps_per_s": count * steps / result["seconds"],
-                     "solver_steps": result["solver_steps"] if hasattr(model, "implicit_layer") else None})
+                     "solver_steps": result["solver_steps"] if model.is_implicit else None})
     ratios = []
     for label in checkpoints:
         for count in systems:

@@ -36,7 +36,7 @@ def nve_cases(models: dict[str, torch.nn.Module], reuse_tols: Sequence[float],
     for label, model in models.items():
         own = "conservative" if getattr(model, "conservative", False) else "direct"
         for mode in (modes or [own]):
-            if hasattr(model, "implicit_layer"):
+            if model.is_implicit:
                 if cold:
                     cases.append({"model": label, "forces": mode, "solve": "cold", "reuse_tol": None})
                 cases += [{"model": label, "forces": mode, "solve": "reuse", "reuse_tol": float(t)} for t in reuse_tols]

@@ -285,7 +285,7 @@ def _run_solver(args: argparse.Namespace) -> int:
         from ..train.checkpoint import load_model
 
         model = load_model(args.checkpoint).to(dtype)
-        if not hasattr(model, "implicit_layer"):
+        if not model.is_implicit:
             raise SystemExit(f"{args.checkpoint}: not a DEQuiformer checkpoint (model.name must be 'dequiformer')")
     else:
         model = build_model(BENCH_MODEL, {}).to(dtype)

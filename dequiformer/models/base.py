@@ -22,7 +22,17 @@ from .hparams import resolve
 class ForceFieldModel(torch.nn.Module):
     """Base class. ``model(graph)`` returns ``{"energy": [B], "forces": [N, 3], ...}`` in the
     training units recorded in ``model.hparams`` (and ``"logits"`` [B, classes] for
-    classification)."""
+    classification).
+
+    The model contract the rest of the package relies on (never duck-typed): ``is_implicit``
+    (its trunk is a fixed-point solve; then it has ``deq_cfg``, takes ``z0``/``tol``/``max_iter``
+    and returns ``fixed_point`` and ``solver``), ``blocks_per_solver_step`` (layer-block
+    evaluations per solver step: ``solver.steps`` times this counts blocks for either kind),
+    ``conservative``, ``task``, ``cutoff``, ``max_neighbors``, ``units``.
+    """
+
+    #: the trunk is one implicit layer solved to its fixed point (DEQuiformer) rather than a stack
+    is_implicit: bool = False
 
     def __init__(self, model_cfg: dict) -> None:
         super().__init__()
@@ -40,6 +50,12 @@ class ForceFieldModel(torch.nn.Module):
             self.energy_head = EnergyHead(hp)
             self.force_head = ForceHead(hp)
             self.scaling = OutputScaling(hp["max_num_elements"])
+
+    @property
+    def blocks_per_solver_step(self) -> int:
+        """Block evaluations per reported solver step: 1 for an explicit model (whose ``steps``
+        are its blocks), the blocks inside the implicit layer for a DEQ."""
+        return len(self.blocks) if self.is_implicit else 1
 
     @property
     def units(self) -> dict[str, str]:

@@ -107,6 +107,8 @@ class ResidualConvLayer(nn.Module):
 
 
 class DEQConvClassifier(nn.Module):
+    is_implicit = True  # the model contract of models.base.ForceFieldModel
+
     """Stem conv -> implicit residual conv layer (fixed point per image) -> norm, pool, linear.
 
     ``forward(images [B, in_channels, H, W]) -> logits [B, num_classes]``; the solve's

@@ -86,6 +86,8 @@ class DEQuiformer(ForceFieldModel):
     Dropout masks are drawn once per forward and shared by every solver iteration.
     """
 
+    is_implicit = True
+
     def __init__(self, model_cfg: dict, deq_cfg: dict | None = None) -> None:
         super().__init__({**model_cfg, "name": "dequiformer"})
         self.deq_cfg = resolve_deq(deq_cfg)

@@ -25,7 +25,7 @@ class NotADEQError(ValueError):
 
 def require_deq(model: torch.nn.Module, where: str = "model") -> None:
     """Raise :class:`NotADEQError` unless ``model`` is a DEQ (has an implicit layer)."""
-    if not hasattr(model, "implicit_layer"):
+    if not model.is_implicit:
         raise NotADEQError(f"{where}: is an explicit EquiformerV2 model (model.name "
                            f"{getattr(model, 'hparams', {}).get('name', 'equiformer_v2')!r}); the Markov check "
                            f"compares warm-started and cold fixed-point solves and needs a DEQuiformer checkpoint "

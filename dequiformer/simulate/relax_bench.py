@@ -98,7 +98,7 @@ def start_structures(path: str | Path, n_systems: int, progress: bool = True) ->
 
 def modes_for(model: Any) -> list[str]:
     """Benchmark modes of a model: four for a DEQ, ``explicit`` otherwise."""
-    return list(MODES[1:]) if hasattr(model, "implicit_layer") else ["explicit"]
+    return list(MODES[1:]) if model.is_implicit else ["explicit"]
 
 
 def make_calculator(model: Any, mode: str, tol: float, reuse_tol: float, dtype: str, device: str) -> DEQCalculator:

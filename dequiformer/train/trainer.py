@@ -162,8 +162,8 @@ class Trainer:
         if self.model.conservative and float(self.tcfg["grad_force_weight"]) > 0:
             raise ValueError("train.grad_force_weight: a conservative model (model.forces: conservative) already "
                              "trains its forces as -dE/dpos; set grad_force_weight to 0")
-        self.implicit = hasattr(self.model, "deq_cfg")
-        fpc = getattr(self.model, "deq_cfg", {}).get("fp_correction", {})
+        self.implicit = self.model.is_implicit
+        fpc = self.model.deq_cfg["fp_correction"] if self.implicit else {}
         self.loss_fn = ForceFieldLoss(self.tcfg["energy_loss"], self.tcfg["force_loss"], self.tcfg["energy_weight"],
                                       self.tcfg["force_weight"], float(fpc.get("weight", 0.0)) if fpc.get("states") else 0.0,
                                       self.tcfg["grad_force_weight"], self.tcfg["stress_weight"])
