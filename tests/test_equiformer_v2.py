@@ -158,3 +158,23 @@ def test_explicit_model_reports_block_count_as_solver_steps():
     m = model()
     out = m(graph([ethanol(), ethanol()]))
     assert out["solver"].steps.tolist() == [TINY["num_layers"]] * 2
+
+
+@pytest.mark.parametrize("name", ["equiformer_v2", "dequiformer"])
+def test_energy_is_continuous_as_a_lone_neighbour_crosses_the_cutoff(name):
+    """Each atom of a dimer has only the other as neighbour: at the cutoff the attention weight
+    of that edge must vanish, so the energy just inside equals the energy of two free atoms."""
+    from ase import Atoms
+
+    from dequiformer.models import build_model
+    from models_fixtures import CUTOFF, TINY, graph
+
+    torch.manual_seed(3)
+    model = build_model({**TINY, "name": name, "num_layers": 2 if name == "equiformer_v2" else 1}).double().eval()
+    energies = {}
+    for r in (CUTOFF - 1e-4, CUTOFF + 1e-4, CUTOFF - 0.3):
+        with torch.no_grad():
+            energies[r] = model(graph(Atoms("CO", positions=[[0, 0, 0], [r, 0, 0]])))["energy"].item()
+    jump = abs(energies[CUTOFF - 1e-4] - energies[CUTOFF + 1e-4])
+    assert jump < 1e-6 * max(1.0, abs(energies[CUTOFF - 0.3] - energies[CUTOFF + 1e-4]))
+    assert abs(energies[CUTOFF - 0.3] - energies[CUTOFF + 1e-4]) > 1e-6  # the neighbour does matter inside

@@ -26,14 +26,18 @@ class TransformerBlock(torch.nn.Module):
         self.pre_post = hp["norm_placement"] == "pre_post"
         self.norm_1 = build_norm(hp["norm_type"], lmax, c)
         self.attention = SO2EquivariantGraphAttention(
-            c, hp["attn_hidden_channels"], hp["num_heads"], hp["attn_alpha_channels"], hp["attn_value_channels"], c,
-            lmax, hp["mmax"], hp["max_num_elements"], edge_channels_list(hp), hp["grid_resolution"],
-            hp["use_atom_edge_embedding"], hp["use_gate_act"], hp["use_sep_s2_act"], hp["alpha_drop"],
+            sphere_channels=c, hidden_channels=hp["attn_hidden_channels"], num_heads=hp["num_heads"],
+            alpha_channels=hp["attn_alpha_channels"], value_channels=hp["attn_value_channels"], output_channels=c,
+            lmax=lmax, mmax=hp["mmax"], max_num_elements=hp["max_num_elements"],
+            edge_channels=edge_channels_list(hp), grid_resolution=hp["grid_resolution"],
+            use_atom_edge_embedding=hp["use_atom_edge_embedding"], use_gate_act=hp["use_gate_act"],
+            use_sep_s2_act=hp["use_sep_s2_act"], alpha_drop=hp["alpha_drop"],
         )
         self.norm_2 = build_norm(hp["norm_type"], lmax, c)
         self.ffn = FeedForwardNetwork(
-            c, hp["ffn_hidden_channels"], c, lmax, hp["grid_resolution"], hp["use_gate_act"], hp["use_grid_mlp"],
-            hp["use_sep_s2_act"],
+            in_channels=c, hidden_channels=hp["ffn_hidden_channels"], out_channels=c, lmax=lmax,
+            grid_resolution=hp["grid_resolution"], use_gate_act=hp["use_gate_act"], use_grid_mlp=hp["use_grid_mlp"],
+            use_sep_s2_act=hp["use_sep_s2_act"],
         )
         if self.pre_post:
             self.post_norm_1 = build_norm(hp["norm_type"], lmax, c)

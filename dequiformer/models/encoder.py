@@ -26,8 +26,9 @@ class Encoder(torch.nn.Module):
         self.rbf = GaussianRadialBasis(float(hp["cutoff"]), hp["num_radial_basis"], hp["basis_width_scalar"])
         self.envelope = PolynomialEnvelope(float(hp["cutoff"]), hp["envelope_exponent"]) if hp["use_envelope"] else None
         self.edge_degree = EdgeDegreeEmbedding(
-            hp["sphere_channels"], hp["lmax"], hp["mmax"], hp["max_num_elements"], edge_channels_list(hp),
-            hp["use_atom_edge_embedding"], hp["avg_degree"],
+            sphere_channels=hp["sphere_channels"], lmax=hp["lmax"], mmax=hp["mmax"],
+            max_num_elements=hp["max_num_elements"], edge_channels=edge_channels_list(hp),
+            use_atom_edge_embedding=hp["use_atom_edge_embedding"], avg_degree=hp["avg_degree"],
         )
 
     def context(self, graph: AtomicGraph) -> EdgeContext:

@@ -25,8 +25,9 @@ class EnergyHead(torch.nn.Module):
     def __init__(self, hp: dict) -> None:
         super().__init__()
         self.ffn = FeedForwardNetwork(
-            hp["sphere_channels"], hp["ffn_hidden_channels"], 1, hp["lmax"], hp["grid_resolution"],
-            hp["use_gate_act"], hp["use_grid_mlp"], hp["use_sep_s2_act"],
+            in_channels=hp["sphere_channels"], hidden_channels=hp["ffn_hidden_channels"], out_channels=1,
+            lmax=hp["lmax"], grid_resolution=hp["grid_resolution"], use_gate_act=hp["use_gate_act"],
+            use_grid_mlp=hp["use_grid_mlp"], use_sep_s2_act=hp["use_sep_s2_act"],
         )
         self.divisor = float(hp["avg_num_nodes"]) if hp["energy_pooling"] == "avg_num_nodes" else 1.0
         if hp["energy_head_init"] == "zero":
@@ -48,9 +49,12 @@ class ForceHead(torch.nn.Module):
     def __init__(self, hp: dict) -> None:
         super().__init__()
         self.attention = SO2EquivariantGraphAttention(
-            hp["sphere_channels"], hp["attn_hidden_channels"], hp["num_heads"], hp["attn_alpha_channels"],
-            hp["attn_value_channels"], 1, hp["lmax"], hp["mmax"], hp["max_num_elements"], edge_channels_list(hp),
-            hp["grid_resolution"], hp["use_atom_edge_embedding"], hp["use_gate_act"], hp["use_sep_s2_act"], 0.0,
+            sphere_channels=hp["sphere_channels"], hidden_channels=hp["attn_hidden_channels"],
+            num_heads=hp["num_heads"], alpha_channels=hp["attn_alpha_channels"],
+            value_channels=hp["attn_value_channels"], output_channels=1, lmax=hp["lmax"], mmax=hp["mmax"],
+            max_num_elements=hp["max_num_elements"], edge_channels=edge_channels_list(hp),
+            grid_resolution=hp["grid_resolution"], use_atom_edge_embedding=hp["use_atom_edge_embedding"],
+            use_gate_act=hp["use_gate_act"], use_sep_s2_act=hp["use_sep_s2_act"], alpha_drop=0.0,
         )
         self.register_buffer("cartesian", torch.tensor(cartesian_l1_index()) + 1, persistent=False)
 

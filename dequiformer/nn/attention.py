@@ -7,6 +7,7 @@ from ..so3.grid import S2Grid
 from ..so3.layout import CoefficientLayout
 from ..so3.linear import SO3LinearV2
 from .activations import GateActivation, SeparableS2Activation, S2Activation, SmoothLeakyReLU
+from .atom_edge_embedding import add_atom_edge_embeddings, atom_edge_scalars
 from .context import EdgeContext
 from .dropout import AttentionDropout
 from .scatter import scatter_sum, segment_softmax
@@ -29,6 +30,7 @@ class SO2EquivariantGraphAttention(torch.nn.Module):
 
     def __init__(
         self,
+        *,
         sphere_channels: int,
         hidden_channels: int,
         num_heads: int,
@@ -54,11 +56,7 @@ class SO2EquivariantGraphAttention(torch.nn.Module):
         edge_channels = list(edge_channels)
         self.use_atom_edge_embedding = use_atom_edge_embedding
         if use_atom_edge_embedding:
-            self.source_embedding = torch.nn.Embedding(max_num_elements, edge_channels[-1])
-            self.target_embedding = torch.nn.Embedding(max_num_elements, edge_channels[-1])
-            torch.nn.init.uniform_(self.source_embedding.weight, -0.001, 0.001)
-            torch.nn.init.uniform_(self.target_embedding.weight, -0.001, 0.001)
-            edge_channels[0] += 2 * edge_channels[-1]
+            edge_channels[0] += add_atom_edge_embeddings(self, max_num_elements, edge_channels[-1])
 
         extra = num_heads * alpha_channels
         if use_gate_act:
@@ -83,27 +81,21 @@ class SO2EquivariantGraphAttention(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
         src, tgt = ctx.source, ctx.target
-        edge_scalars = ctx.rbf
-        if self.use_atom_edge_embedding:
-            z = ctx.atomic_numbers
-            edge_scalars = torch.cat(
-                [edge_scalars, self.source_embedding(z[src]), self.target_embedding(z[tgt])], dim=1
-            )
+        edge_scalars = atom_edge_scalars(self, ctx) if self.use_atom_edge_embedding else ctx.rbf
         msg = torch.cat([x[src], x[tgt]], dim=2)
         msg = ctx.rotation.rotate(msg)
         msg, extra = self.conv1(msg, edge_scalars)
         n_alpha = self.num_heads * self.alpha_channels
         logits_in, act_scalars = extra[:, :n_alpha], extra[:, n_alpha:]
-        if self.use_gate_act:
-            msg = self.act(act_scalars, msg)
-        elif self.use_sep_s2_act:
-            msg = self.act(act_scalars, msg)
-        else:
-            msg = self.act(msg)
+        msg = self.act(act_scalars, msg) if (self.use_gate_act or self.use_sep_s2_act) else self.act(msg)
         msg, _ = self.conv2(msg)
 
         a = self.alpha_act(self.alpha_norm(logits_in.view(-1, self.num_heads, self.alpha_channels)))
         logits = torch.einsum("eha,ha->eh", a, self.alpha_dot.to(a.dtype))
+        # The envelope enters twice, on purpose. Inside the softmax it keeps the other edges'
+        # weights continuous when an edge crosses the cutoff; but an atom whose only neighbour is
+        # at the cutoff would still get weight w exp / (w exp) = 1 from it, a jump from nothing to
+        # a full message. The second factor takes that weight to 0 at the cutoff as well.
         alpha = segment_softmax(logits, tgt, ctx.num_nodes, ctx.envelope)
         alpha = self.alpha_dropout(alpha)
         if ctx.envelope is not None:

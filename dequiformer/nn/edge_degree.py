@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..so3.layout import CoefficientLayout
+from .atom_edge_embedding import add_atom_edge_embeddings, atom_edge_scalars
 from .context import EdgeContext
 from .radial import RadialMLP
 from .scatter import scatter_sum
@@ -18,6 +19,7 @@ class EdgeDegreeEmbedding(torch.nn.Module):
 
     def __init__(
         self,
+        *,
         sphere_channels: int,
         lmax: int,
         mmax: int,
@@ -32,19 +34,12 @@ class EdgeDegreeEmbedding(torch.nn.Module):
         edge_channels = list(edge_channels)
         self.use_atom_edge_embedding = use_atom_edge_embedding
         if use_atom_edge_embedding:
-            self.source_embedding = torch.nn.Embedding(max_num_elements, edge_channels[-1])
-            self.target_embedding = torch.nn.Embedding(max_num_elements, edge_channels[-1])
-            torch.nn.init.uniform_(self.source_embedding.weight, -0.001, 0.001)
-            torch.nn.init.uniform_(self.target_embedding.weight, -0.001, 0.001)
-            edge_channels[0] += 2 * edge_channels[-1]
+            edge_channels[0] += add_atom_edge_embeddings(self, max_num_elements, edge_channels[-1])
         self.rad = RadialMLP(edge_channels + [(lmax + 1) * sphere_channels])
 
     def forward(self, ctx: EdgeContext) -> torch.Tensor:
-        src, tgt = ctx.source, ctx.target
-        scalars = ctx.rbf
-        if self.use_atom_edge_embedding:
-            z = ctx.atomic_numbers
-            scalars = torch.cat([scalars, self.source_embedding(z[src]), self.target_embedding(z[tgt])], dim=1)
+        tgt = ctx.target
+        scalars = atom_edge_scalars(self, ctx) if self.use_atom_edge_embedding else ctx.rbf
         m0 = self.rad(scalars).view(-1, self.layout.lmax + 1, self.sphere_channels)
         if ctx.envelope is not None:
             m0 = m0 * ctx.envelope[:, None, None]

@@ -22,6 +22,7 @@ class FeedForwardNetwork(torch.nn.Module):
 
     def __init__(
         self,
+        *,
         in_channels: int,
         hidden_channels: int,
         out_channels: int,
