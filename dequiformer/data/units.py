@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from ase import units as _ase_units
 
 #: One kcal/mol expressed in eV (about 0.0433641), from ase.units.
@@ -101,10 +100,3 @@ def units_for_format(fmt: str) -> dict[str, str]:
     if fmt not in FORMAT_UNITS:
         raise ValueError(f"unknown data format {fmt!r}; known formats: {sorted(FORMAT_UNITS)}")
     return dict(FORMAT_UNITS[fmt])
-
-
-def as_float_array(values: Any) -> np.ndarray:
-    """Numpy float64 view of a float, list, numpy array or (CPU/GPU) torch tensor."""
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.float64)

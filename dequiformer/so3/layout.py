@@ -30,7 +30,6 @@ class CoefficientLayout:
         self.lmax, self.mmax = lmax, mmax
         self.num_coefficients = (lmax + 1) ** 2
         self.l_of = torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)], dtype=torch.long)
-        self.m_of = torch.tensor([m for l in range(lmax + 1) for m in range(-l, l + 1)], dtype=torch.long)
 
         order: list[int] = [self.index(l, 0) for l in range(lmax + 1)]
         self.m_sizes = [lmax + 1]
@@ -43,8 +42,6 @@ class CoefficientLayout:
         self.rescale = torch.tensor(
             [self.truncation_rescale(int(self.l_of[i])) for i in order], dtype=torch.float64
         )
-        # l-major positions of the reduced set (sorted), used for grids in l-major order
-        self.reduced_l_major_index = torch.sort(self.m_major_index).values
 
     @staticmethod
     def index(l: int, m: int) -> int:
@@ -52,10 +49,6 @@ class CoefficientLayout:
 
     def truncation_rescale(self, l: int) -> float:
         return math.sqrt((2 * l + 1) / (2 * self.mmax + 1)) if l > self.mmax else 1.0
-
-    def degree_expand_index(self) -> torch.Tensor:
-        """[K] degree of each l-major coefficient (alias of ``l_of``), for per-degree weights."""
-        return self.l_of
 
     def __repr__(self) -> str:
         return f"CoefficientLayout(lmax={self.lmax}, mmax={self.mmax})"

@@ -49,7 +49,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "jacobian_iters": 10,          # DEQ: power iterations for the validation Jacobian radius (0: off)
 }
 
-TRAIN_SECTION_KEYS = frozenset(TRAIN_DEFAULTS)
 
 DATA_EXTRA_DEFAULTS: dict[str, Any] = {
     "normalization": {"mode": "per_atom", "scale": "energy_std", "max_frames": 10000},

@@ -21,9 +21,6 @@ from ..units import units_for_format
 from .frames import DataError, Frame, FrameDataset, require_nonempty, stress_matrix, validate_frame
 from .handles import cached_handle, shared_handle
 
-ASE_DB_SUFFIXES = (".db", ".json", ".aselmdb")
-
-
 def is_ase_lmdb(path: str | Path) -> bool:
     """True when ``path`` is an LMDB file written by the ASE LMDB backend (has a ``nextid`` key)."""
     import lmdb
