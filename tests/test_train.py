@@ -161,8 +161,10 @@ def test_short_training_lowers_force_mae(ethanol_npz, tmp_path):
     for key in ("lr", "seconds", "train_energy_mae", "val_energy_mae", "train_solver_steps", "val_solver_steps"):
         assert all(r[key] is not None and math.isfinite(r[key]) for r in rows), key
     run = tmp_path / "run"
-    for name in ("last.pt", "best.pt", "config.yaml", "splits.npz", "metrics.csv"):
+    for name in ("last.pt", "best.pt", "config.yaml", "splits.npz", "metrics.csv", "train.log"):
         assert (run / name).exists(), name
+    log = (run / "train.log").read_text()  # every epoch line, time-stamped
+    assert log.count("epoch ") >= 8 and "epoch 8/8" in log and " INFO dequiformer.train.trainer: " in log
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["energy_units"] == "kcal/mol"
     assert isinstance(saved["model"]["avg_degree"], float) and 0 < saved["model"]["avg_degree"] <= 8

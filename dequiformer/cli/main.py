@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "markov": ("dequiformer.cli.markov", "warm-started vs cold forces along a trajectory (Markov check)"),
     "relax-bench": ("dequiformer.cli.relax_bench", "relaxation benchmark: cold / reuse / relaxed-reuse vs explicit"),
     "classify": ("dequiformer.cli.classify", "graph-image classifiers: train, predict, bench (DEQ conv, Anderson vs forward)"),
+    "plot": ("dequiformer.cli.plot", "learning curves of training runs from their metrics.csv"),
     "demo": ("dequiformer.cli.demo", "the bundled demo: explicit vs DEQ (cold, reuse) on aspirin"),
 }
 
@@ -37,6 +38,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..log import setup_logging
+
+    setup_logging()
     parser = _build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)

@@ -56,8 +56,14 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"{run_dir} already holds a checkpoint (last.pt); continue it with "
                              f"--resume {run_dir} or choose another --run-dir")
     info = init_distributed(resolve_train(cfg.get("train")).get("device", "auto"))
+    fresh = not run_dir.exists()
     try:
         summary = Trainer(cfg, run_dir, resume_state=state, info=info).fit()
+    except BaseException:
+        # a run that failed before its first checkpoint leaves no half-made run directory behind
+        if fresh and info.is_main and run_dir.is_dir() and not (run_dir / "last.pt").exists():
+            _remove_run_dir(run_dir)
+        raise
     finally:
         shutdown(info)
     if info.is_main:
@@ -67,6 +73,17 @@ def _run(args: argparse.Namespace) -> int:
         best = summary["best"]
         print(f"done: {run_dir} (best epoch {best['epoch']}, val forces MAE {best['val_forces_mae']:.5g})")
     return 0
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    import logging
+    import shutil
+
+    for handler in list(logging.getLogger("dequiformer").handlers):  # release the run's train.log
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
+            logging.getLogger("dequiformer").removeHandler(handler)
+            handler.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

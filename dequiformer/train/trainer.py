@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import os
 import random
@@ -21,6 +22,7 @@ import torch
 
 from .. import __version__
 from ..config import save_config
+from ..log import add_log_file, setup_logging
 from ..data.normalization import Normalizer, fit_normalizer
 from ..data.splits import datasets_from_config
 from ..models import build_model
@@ -35,6 +37,8 @@ from .losses import ForceFieldLoss, error_sums
 from .metrics_log import TensorBoardLog, write_metrics_csv
 from .schedules import CosineWarmupSchedule, warmup_steps_from
 from .settings import check_config, resolve_data_extras, resolve_train, torch_dtype
+
+logger = logging.getLogger(__name__)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float,
@@ -124,8 +128,11 @@ class Trainer:
 
         # data: rank 0 makes (or reuses) splits.npz, the others read it
         data_cfg = resolve_data_extras(cfg["data"])
+        if not logging.getLogger("dequiformer").handlers:  # used from Python without the CLI
+            setup_logging(rank=self.info.rank)
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            add_log_file(self.run_dir / "train.log", rank=self.info.rank)
             sets = datasets_from_config(data_cfg, self.run_dir)
         barrier(self.info)
         if not self.info.is_main:
@@ -212,7 +219,7 @@ class Trainer:
         if state.get("normalization"):
             self.normalizer = Normalizer.from_dict(state["normalization"])
         if self.info.is_main:
-            print(f"initialised from {path} (EMA weights: {bool(state.get('ema'))})", flush=True)
+            logger.info("initialised from %s (EMA weights: %s)", path, bool(state.get("ema")))
 
     # ------------------------------------------------------------------ state
     def _train_batches(self, epoch: int) -> list[np.ndarray]:
@@ -323,7 +330,7 @@ class Trainer:
             if self.info.is_main:
                 bar.set_postfix(loss=f"{parts['loss']:.4g}", refresh=False)
                 if self.tcfg["log_every"] and (i + 1) % int(self.tcfg["log_every"]) == 0:
-                    print(f"  step {i + 1}/{len(batches)} loss {parts['loss']:.5g}", flush=True)
+                    logger.info("  step %d/%d loss %.5g", i + 1, len(batches), parts["loss"])
         bar.close()
         ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(len(batches), 1)
         sums.pop("max_steps", None)
@@ -359,10 +366,10 @@ class Trainer:
         end = epochs if stop_after is None else min(int(stop_after), epochs)
         if self.info.is_main and self.epoch == 0:
             n_val = 0 if self.val_graphs is None else len(self.val_graphs)
-            print(f"training {self.cfg['model']['name']} ({sum(p.numel() for p in self.model.parameters())} "
-                  f"parameters) on {len(self.train_graphs)} structures (val {n_val}), {self.steps_per_epoch} "
-                  f"steps/epoch x {epochs} epochs, {self.info.world_size} process(es), {self.device}, "
-                  f"units {self.units['energy']}", flush=True)
+            logger.info(f"training {self.cfg['model']['name']} ({sum(p.numel() for p in self.model.parameters())} "
+                        f"parameters) on {len(self.train_graphs)} structures (val {n_val}), {self.steps_per_epoch} "
+                        f"steps/epoch x {epochs} epochs, {self.info.world_size} process(es), {self.device}, "
+                        f"units {self.units['energy']}")
         row: dict[str, Any] = self.history[-1] if self.history else {}
         start_rss = current_rss_mb()
         budget = self.tcfg["max_seconds"]
@@ -404,7 +411,7 @@ class Trainer:
                     save_checkpoint(state, self.run_dir / "best.pt")
                 write_metrics_csv(self.run_dir / "metrics.csv", self.history)
                 self.tb.epoch(row)
-                print(_epoch_line(row, epochs, self.units["energy"]), flush=True)
+                logger.info(_epoch_line(row, epochs, self.units["energy"]))
             barrier(self.info)
         self.tb.close()
         return {"run_dir": str(self.run_dir), "epochs": self.epoch, "units": dict(self.units), "last": row,
