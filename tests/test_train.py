@@ -203,6 +203,38 @@ def test_resume_matches_uninterrupted_run(ethanol_npz, tmp_path):
     assert cli.main(["train", str(cfg_path), "--run-dir", str(tmp_path / "full")]) == 2
 
 
+def test_kill_mid_epoch_loses_at_most_checkpoint_every_steps(ethanol_npz, tmp_path, monkeypatch):
+    cfg = tiny_config(ethanol_npz, epochs=2, dtype="float64", ema_decay=0.7, checkpoint_every=2, batch_size=2)
+    cfg["data"]["n_train"] = 8  # 4 steps per epoch at batch 2
+    cfg["model"].update(alpha_drop=0.1, path_drop=0.1)
+    Trainer(cfg, tmp_path / "full").fit()
+    trainer = Trainer(cfg, tmp_path / "cut")
+    real_step, calls = trainer.optimizer.step, []
+
+    def dying_step(*args, **kwargs):  # killed during the 7th optimizer step (epoch 2, batch 3)
+        if len(calls) == 6:
+            raise KeyboardInterrupt("killed")
+        calls.append(1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.optimizer, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    saved = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 1 and saved["step"] == 6 and saved["partial_epoch"]["batches_done"] == 2
+    assert cli.main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    full, cut = _metric_rows(tmp_path / "full" / "metrics.csv"), _metric_rows(tmp_path / "cut" / "metrics.csv")
+    assert len(full) == len(cut) == 2
+    for key in ("train_loss", "train_forces_mae", "val_forces_mae", "val_energy_mae"):
+        assert full[-1][key] == pytest.approx(cut[-1][key], rel=1e-9), key
+    wa = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    wb = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    for key, value in wa["model"].items():
+        torch.testing.assert_close(value, wb["model"][key], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        Trainer(tiny_config(ethanol_npz, checkpoint_every=-1), tmp_path / "bad")
+
+
 @pytest.mark.slow
 def test_two_torchrun_processes_match_one_process(ethanol_npz, tmp_path):
     """Two gloo processes with 2 structures each make the same update as one process on all 4."""

@@ -44,6 +44,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "progress": True,              # tqdm bar on rank 0
     "tensorboard": True,           # when torch.utils.tensorboard imports
     "log_every": 0,                # print a line every N steps (0: only per epoch)
+    "checkpoint_every": 0,         # also write last.pt every N optimizer steps, resumable mid-epoch (0: per epoch)
     "max_seconds": None,           # stop after the epoch that exhausts this wall-clock budget (None: off)
     "fixed_point_store_mb": 512,   # DEQ: warm-start each frame's solve from its last fixed point (0: off)
     "jacobian_iters": 10,          # DEQ: power iterations for the validation Jacobian radius (0: off)
@@ -93,6 +94,9 @@ def resolve_train(train_cfg: dict | None) -> dict:
     ms = cfg["max_seconds"]
     if ms is not None and (not isinstance(ms, (int, float)) or isinstance(ms, bool) or ms <= 0):
         raise ValueError(f"train.max_seconds must be a positive number or null, got {ms!r}")
+    ce = cfg["checkpoint_every"]
+    if not isinstance(ce, int) or isinstance(ce, bool) or ce < 0:
+        raise ValueError(f"train.checkpoint_every must be a non-negative integer (optimizer steps), got {ce!r}")
     for key in ("fixed_point_store_mb", "jacobian_iters"):
         if not isinstance(cfg[key], (int, float)) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ValueError(f"train.{key} must be a non-negative number, got {cfg[key]!r}")

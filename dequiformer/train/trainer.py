@@ -262,6 +262,7 @@ class Trainer:
                 warnings.warn("resumed run turns EMA on: the average starts from the current weights", stacklevel=2)
         self.epoch = int(state["epoch"])
         self.step = int(state.get("step", 0))
+        self._partial = state.get("partial_epoch")  # a checkpoint written mid-epoch (train.checkpoint_every)
         self.history = list(state.get("metrics") or [])
         self.elapsed = float(state.get("elapsed", 0.0))
         if self.fixed_points is not None and state.get("fixed_points"):
@@ -284,13 +285,20 @@ class Trainer:
         clip = self.tcfg["clip_grad_norm"]
         params = [p for p in self.model.parameters() if p.requires_grad]
         sums: dict[str, float] = {}
-        loss_sum, skipped = 0.0, 0
+        loss_sum, skipped, first, seconds_before = 0.0, 0, 0, 0.0
         batches = self._train_batches(epoch)
-        t_start = time.perf_counter()
+        partial, self._partial = getattr(self, "_partial", None), None
+        if partial and int(partial["epoch"]) == epoch:  # resume inside this epoch: same batch order, skip done
+            first, loss_sum, skipped = int(partial["batches_done"]), float(partial["loss_sum"]), int(partial["skipped"])
+            sums, seconds_before = dict(partial["sums"]), float(partial["seconds"])
+        every = int(self.tcfg["checkpoint_every"] or 0)
+        t_start = time.perf_counter() - seconds_before
         show = bool(self.tcfg["progress"]) and self.info.is_main
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.tcfg['epochs']}", leave=False, file=sys.stderr,
                    disable=None if show else True)  # None: tqdm turns itself off when stderr is not a TTY
         for i, idx in enumerate(bar):
+            if i < first:
+                continue
             graph = self.train_graphs.batch(idx, self.device)
             n_e, n_f = self.loss_fn.counts(graph)
             if self.info.enabled:
@@ -331,6 +339,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{parts['loss']:.4g}", refresh=False)
                 if self.tcfg["log_every"] and (i + 1) % int(self.tcfg["log_every"]) == 0:
                     logger.info("  step %d/%d loss %.5g", i + 1, len(batches), parts["loss"])
+            if every and self.step % every == 0 and i + 1 < len(batches):
+                self._checkpoint_mid_epoch({"epoch": epoch, "batches_done": i + 1, "loss_sum": loss_sum,
+                                            "skipped": skipped, "sums": dict(sums),
+                                            "seconds": time.perf_counter() - t_start})
         bar.close()
         ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(len(batches), 1)
         sums.pop("max_steps", None)
@@ -345,6 +357,15 @@ class Trainer:
         return {"loss": sums["loss"] / (self.info.world_size * n_batches), "energy_mae": ratio("energy_abs", "n_energy"),
                 "forces_mae": ratio("forces_abs", "n_forces"), "solver_steps": ratio("steps", "n_steps"),
                 "bwd_steps": ratio("bwd_steps", "n_bwd_steps"), "ms_per_step": ms_per_step}
+
+    def _checkpoint_mid_epoch(self, partial: dict[str, Any]) -> None:
+        """``last.pt`` with the epoch's progress, so a killed run loses at most ``checkpoint_every``
+        steps (collective under DDP: every rank reaches the same step)."""
+        state = self.state_dict()
+        state["partial_epoch"] = partial
+        if self.info.is_main:
+            save_checkpoint(state, self.run_dir / "last.pt")
+        barrier(self.info)
 
     def validate(self) -> dict[str, float] | None:
         """Validation metrics with EMA weights when EMA is on (None without a validation set)."""
