@@ -16,9 +16,10 @@ import pytest
 import torch
 import yaml
 
+from dequiformer.classify.splits import load_image_splits
+from dequiformer.classify.train import train_classifier
 from dequiformer.cli import main as climain
 from dequiformer.imaging.image_dataset import ImageDataset
-from dequiformer.imaging.training import load_image_splits, train_classifier
 from dequiformer.models.deq_conv import DEQConvClassifier
 
 climain.COMMANDS.setdefault("classify", ("dequiformer.cli.classify", "graph-image classifiers"))
@@ -74,7 +75,7 @@ def test_default_model_has_64842_parameters() -> None:
 @pytest.mark.parametrize("name, classes", [("dipole", 2), ("cifar10", 10), ("qmof", 3), ("bandgap", 3)])
 def test_image_presets_are_valid(name: str, classes: int) -> None:
     from dequiformer.config import load_config
-    from dequiformer.imaging.training import resolve_config
+    from dequiformer.classify.config import resolve_image_config as resolve_config
 
     cfg = resolve_config(load_config(Path(__file__).resolve().parents[1] / "configs" / "images" / f"{name}.yaml"))
     assert cfg["model"]["num_classes"] == classes and cfg["data"]["path"]

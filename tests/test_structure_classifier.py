@@ -20,12 +20,10 @@ import yaml
 from ase.build import molecule
 from ase.collections import g2
 
+from dequiformer.classify.splits import load_image_splits, load_structure_splits, read_labelled_structures, split_indices
+from dequiformer.classify.structures import train_structure_classifier
 from dequiformer.cli import main as climain
 from dequiformer.imaging.image_dataset import ImageDataset
-from dequiformer.imaging.structure_training import (
-    load_structure_splits, read_labelled_structures, train_structure_classifier,
-)
-from dequiformer.imaging.training import load_image_splits, split_indices
 
 climain.COMMANDS.setdefault("classify", ("dequiformer.cli.classify", "graph-image classifiers"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +187,7 @@ def test_bench_and_explicit_model(tmp_path: Path, oxygen_xyz: Path, capsys: pyte
 
 def test_dipole_3d_preset_builds() -> None:
     from dequiformer.config import load_config
-    from dequiformer.imaging.structure_training import resolve_structure_config, uses_structure_route
+    from dequiformer.classify.config import resolve_structure_config, uses_structure_route
     from dequiformer.models import build_model
 
     cfg = load_config(ROOT / "configs" / "images" / "dipole_3d.yaml")

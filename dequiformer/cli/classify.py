@@ -8,12 +8,14 @@
 
 A config with ``model.name: dequiformer`` (or ``equiformer_v2``) and ``task:
 classification`` learns the same labels from 3D structures (an extxyz file with
-``info["label"]``); see :mod:`dequiformer.imaging.structure_training`.
+``info["label"]``); see :mod:`dequiformer.classify.structures`.
+
+Progress lines come from the ``dequiformer.classify`` loggers (:mod:`dequiformer.log` sends
+them to stdout); the final table / result line is printed here.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -52,8 +54,8 @@ def _default_run_dir(config: str, action: str) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ..classify.train import train_classifier
     from ..config import load_config
-    from ..imaging.training import train_classifier
     from ..rundir import write_json
 
     cfg = load_config(args.config, args.overrides)
@@ -71,74 +73,27 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..config import apply_override, load_config
-    from ..imaging.training import _device, load_classifier, load_image_splits, predict_to_csv
+    """Either route: the checkpoint says which; a YAML config must be for the same route."""
+    from ..classify.predict import predict_split
+    from ..config import load_config
     from ..rundir import write_json
 
     run_dir = args.run_dir or _default_run_dir(args.config, "train")
     positional_ckpt = Path(args.config).suffix in (".pt", ".pth")
     checkpoint = args.checkpoint or (Path(args.config) if positional_ckpt else run_dir / "best.pt")
-    if _predict_structures(args, checkpoint, positional_ckpt):
-        return 0
-    device = _device(args.device)
-    model, ckpt = load_classifier(checkpoint, device)
-    if positional_ckpt:
-        cfg = copy.deepcopy(ckpt["config"])
-        for item in args.overrides:
-            apply_override(cfg, item)
-    else:
-        cfg = load_config(args.config, args.overrides)
-    splits = load_image_splits(cfg.get("data") or {})
-    class_names = list(ckpt["class_names"])
-    if len(splits.class_names) != len(class_names):
-        raise ValueError(f"{checkpoint}: model has {len(class_names)} classes but data.path "
-                         f"{cfg['data'].get('path')} has {len(splits.class_names)}")
-    if args.split == "train":
-        x, y, ids = splits.train_x, splits.train_y, splits.train_ids
-    elif args.split == "test":
-        x, y, ids = splits.test_x, splits.test_y, splits.test_ids
-    else:
-        x, y = torch.cat([splits.train_x, splits.test_x]), torch.cat([splits.train_y, splits.test_y])
-        ids = splits.train_ids + splits.test_ids
-    out = args.out or (Path(checkpoint).parent / f"predictions_{args.split}.csv")
-    report = predict_to_csv(model, class_names, x, y, ids, out, args.batch_size, device)
-    report.update(checkpoint=str(checkpoint), split=args.split, solver=model.deq["solver"])
+    # a checkpoint as the positional argument: its own config, with the --set overrides applied
+    cfg = None if positional_ckpt else load_config(args.config, args.overrides)
+    report = predict_split(checkpoint, cfg, args.split, args.out, args.batch_size, args.device,
+                           overrides=args.overrides if positional_ckpt else ())
     acc = "n/a" if report["accuracy"] is None else f"{report['accuracy']:.4f}"
-    print(f"{report['n']} predictions ({args.split} split), accuracy {acc}; wrote {out}")
+    print(f"{report['n']} predictions ({args.split} split), accuracy {acc}; wrote {report['output']}")
     write_json(args.json, report)
     return 0
 
 
-def _predict_structures(args: argparse.Namespace, checkpoint: Path, positional_ckpt: bool) -> bool:
-    """The structure route of ``predict`` (DEQuiformer classifier); False when the images route applies."""
-    from ..config import apply_override, load_config
-    from ..imaging.structure_training import is_structure_checkpoint, predict_structure_split, uses_structure_route
-    from ..rundir import write_json
-
-    if positional_ckpt:
-        if not is_structure_checkpoint(checkpoint):
-            return False
-        import torch
-
-        cfg = copy.deepcopy(torch.load(checkpoint, map_location="cpu", weights_only=False)["config"])
-        for item in args.overrides:
-            apply_override(cfg, item)
-    else:
-        cfg = load_config(args.config, args.overrides)
-        if not uses_structure_route(cfg):
-            return False
-    report = predict_structure_split(checkpoint, cfg, args.split, args.out, args.batch_size, args.device)
-    acc = "n/a" if report["accuracy"] is None else f"{report['accuracy']:.4f}"
-    print(f"{report['n']} predictions ({args.split} split), accuracy {acc}; wrote {report['output']}")
-    write_json(args.json, report)
-    return True
-
-
 def _bench(args: argparse.Namespace) -> int:
+    from ..classify.train import bench_solvers
     from ..config import load_config
-    from ..imaging.training import bench_solvers
     from ..rundir import write_json
 
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]

@@ -5,7 +5,8 @@ graph and canonical node-neighbour representation (:mod:`.bond_graph`), render i
 with a fixed element palette (:mod:`.render`, :mod:`.palette`), and assemble
 labelled :class:`ImageDataset` objects from public property tables
 (:mod:`.datasets`: QMugs, QMOF, band gaps, CIFAR-10). Names are imported lazily so
-that rendering does not import torch.
+that rendering does not import torch. Classifiers trained on these images (and on the
+structures themselves) live in :mod:`dequiformer.classify`.
 """
 from __future__ import annotations
 
