@@ -27,9 +27,16 @@ _Loader.add_implicit_resolver(
 )
 
 
-def parse_yaml(text: str) -> Any:
-    """YAML text -> Python values (safe loader; ``1e-4`` is a float)."""
-    return yaml.load(text, Loader=_Loader)
+def parse_yaml(text: str, where: str = "YAML") -> Any:
+    """YAML text -> Python values (safe loader; ``1e-4`` is a float). Malformed YAML is a
+    ValueError naming ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}: malformed YAML{at}: {problem}") from None
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
@@ -43,7 +50,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path) as fh:
-        cfg = parse_yaml(fh.read()) or {}
+        cfg = parse_yaml(fh.read(), str(path)) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: top level of a config must be a mapping, got {type(cfg).__name__}")
     base = cfg.pop("base", None)
@@ -88,13 +95,11 @@ def apply_override(cfg: dict, item: str) -> None:
         if not isinstance(child, dict):
             raise ValueError(f"override {item!r}: {key!r} is not a mapping")
         node = child
-    node[keys[-1]] = parse_yaml(raw)
+    node[keys[-1]] = parse_yaml(raw, f"override {item!r}")
 
 
 def save_config(cfg: dict, path: str | Path) -> None:
     """Write a config as YAML (atomically)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as fh:
-        yaml.safe_dump(cfg, fh, sort_keys=False)
-    tmp.replace(path)
+    from .rundir import write_text
+
+    write_text(path, yaml.safe_dump(cfg, sort_keys=False))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -127,3 +128,43 @@ def test_misspelt_sections_bad_deq_values_and_yaml_floats(tmp_path):
     for key, value in (("tol", -1.0), ("b_tol", 0), ("max_iter", 0), ("reuse_tol", "1e-2x")):
         with pytest.raises(ValueError, match=f"deq.{key} must be"):
             resolve_deq({key: value})
+
+
+def test_malformed_yaml_devices_solver_options_and_reader_options_are_named(tmp_path):
+    from dequiformer.config import load_config
+    from dequiformer.models.deq_conv import DEQConvClassifier
+    from dequiformer.models.dequiformer import resolve_deq
+    from dequiformer.train.settings import resolve_train
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: {name: [dequiformer\n")
+    with pytest.raises(ValueError, match=r"broken.yaml: malformed YAML \(line 2"):
+        load_config(broken)
+    good = tmp_path / "good.yaml"
+    good.write_text("train: {}\n")
+    with pytest.raises(ValueError, match=r"override 'train.lr=\[1': malformed YAML"):
+        load_config(good, ["train.lr=[1"])
+    with pytest.raises(ValueError, match="train.device must be auto, cpu, cuda, cuda:K or mps, got 'tpu'"):
+        resolve_train({"device": "tpu"})
+    assert resolve_train({"device": "cuda:1"})["device"] == "cuda:1"
+    # per-solver options: Broyden's memory and forward iteration's damping are settable and checked
+    cfg = resolve_deq({"solver": "broyden", "broyden": {"memory": 7}, "forward": {"damping": 0.3}})
+    assert cfg["broyden"] == {"memory": 7} and cfg["forward"] == {"damping": 0.3} and cfg["anderson"]["m"] == 5
+    with pytest.raises(ValueError, match=r"deq.broyden.memory must be >= 1"):
+        resolve_deq({"broyden": {"memory": 0}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['beta'\] in deq.forward"):
+        resolve_deq({"forward": {"beta": 0.5}})
+    with pytest.raises(ValueError, match="unknown solver 'newton'"):
+        resolve_deq({"solver": "newton"})
+    assert DEQConvClassifier._solver_kwargs({"solver": "forward", "damping": 0.2, "m": 5}) == {"damping": 0.2}
+
+
+def test_unknown_reader_option_names_the_file_and_option(tmp_path):
+    from dequiformer.data.readers import read_dataset
+    from dequiformer.data.readers import UnknownReaderOption
+
+    path = tmp_path / "x.npz"
+    np.savez(path, R=np.zeros((2, 3, 3)), z=np.array([1, 1, 8]), E=np.zeros(2), F=np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match=r"x.npz: reader 'md17' does not accept option\(s\) \['energyy_key'\]"):
+        read_dataset(path, energyy_key="E")
+    assert issubclass(UnknownReaderOption, TypeError)

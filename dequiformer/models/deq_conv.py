@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..deq import GRADIENT_MODES, SolverStats, fixed_point_with_grad
+from ..deq.solvers import SOLVER_OPTIONS, solver_options
 
 __all__ = ["DEQConvClassifier", "ResidualConvLayer", "MODEL_DEFAULTS", "DEQ_DEFAULTS", "LAYER_FORMS"]
 
@@ -204,9 +205,10 @@ class DEQConvClassifier(nn.Module):
 
     @staticmethod
     def _solver_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-        if cfg["solver"] == "anderson":
-            return {"m": int(cfg["m"]), "beta": float(cfg["beta"]), "lam": float(cfg["lam"])}
-        return {"damping": float(cfg["damping"])}
+        """The solver's options (the same table and checks as the force-field DEQ's, kept as flat
+        keys in this model's ``deq`` section)."""
+        names = SOLVER_OPTIONS[cfg["solver"]]
+        return solver_options(cfg["solver"], {k: cfg[k] for k in names if k in cfg})
 
     # ------------------------------------------------------------------ forward
     def inject(self, images: torch.Tensor) -> torch.Tensor:

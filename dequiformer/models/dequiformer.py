@@ -9,6 +9,7 @@ import torch
 from ..data.graph import AtomicGraph
 from ..deq import fixed_point_with_grad
 from ..deq.implicit import adjoint_solve, attach_tangent_solve
+from ..deq.solvers import SOLVER_OPTIONS, get_solver, solver_options
 from ..deq.diagnostics import jacobian_frobenius, jacobian_spectral_radius
 from ..nn.context import EdgeContext
 from ..nn.scatter import scatter_sum
@@ -18,7 +19,9 @@ from .derivatives import Displacement, displace
 
 DEQ_DEFAULTS: dict[str, Any] = {
     "solver": "anderson",
-    "anderson": {"m": 5, "beta": 1.0, "lam": 1e-4},
+    # per-solver options (deq.solvers.SOLVER_OPTIONS): Anderson's window / mixing / regularisation,
+    # Broyden's memory, forward iteration's damping
+    **{name: dict(opts) for name, opts in SOLVER_OPTIONS.items()},
     "max_iter": 40,
     "tol": 1e-4,
     "reuse_tol": 1e-1,
@@ -54,6 +57,9 @@ def resolve_deq(deq_cfg: dict | None) -> dict:
             cfg[key].update(value)
         else:
             cfg[key] = value
+    for name in SOLVER_OPTIONS:
+        cfg[name] = solver_options(name, cfg[name])
+    get_solver(cfg["solver"])  # an unknown solver name is an error here, not at the first solve
     if cfg["grad"] not in ("ift", "phantom", "none"):
         raise ValueError(f"deq.grad must be 'ift', 'phantom' or 'none', got {cfg['grad']!r}")
     for key in ("tol", "reuse_tol", "b_tol"):
@@ -102,8 +108,8 @@ class DEQuiformer(ForceFieldModel):
         return h
 
     def _solver_kwargs(self, solver: str) -> dict[str, Any]:
-        """Solver-specific settings from the deq config (Anderson's m, beta, lam)."""
-        return dict(self.deq_cfg["anderson"]) if solver == "anderson" else {}
+        """The options of ``solver`` from the deq config (``deq.anderson``, ``deq.broyden``, ``deq.forward``)."""
+        return dict(self.deq_cfg[solver])
 
     def jacobian_radius(self, graph: AtomicGraph, iters: int = 10) -> torch.Tensor:
         """Spectral radius estimate ``[B]`` of the implicit layer's Jacobian at each graph's fixed

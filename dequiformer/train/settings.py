@@ -7,6 +7,7 @@ weights are dimensionless (losses are computed on normalised quantities).
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import torch
@@ -94,6 +95,9 @@ def resolve_train(train_cfg: dict | None) -> dict:
     ms = cfg["max_seconds"]
     if ms is not None and (not isinstance(ms, (int, float)) or isinstance(ms, bool) or ms <= 0):
         raise ValueError(f"train.max_seconds must be a positive number or null, got {ms!r}")
+    device = str(cfg["device"])
+    if device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", device):
+        raise ValueError(f"train.device must be auto, cpu, cuda, cuda:K or mps, got {cfg['device']!r}")
     ce = cfg["checkpoint_every"]
     if not isinstance(ce, int) or isinstance(ce, bool) or ce < 0:
         raise ValueError(f"train.checkpoint_every must be a non-negative integer (optimizer steps), got {ce!r}")

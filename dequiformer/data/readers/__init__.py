@@ -83,6 +83,11 @@ def detect_format(path: str | Path) -> str:
                      f"pass format= one of {sorted(READERS)}")
 
 
+class UnknownReaderOption(TypeError, ValueError):
+    """A reader option the format's reader does not take (a TypeError for callers that passed a
+    wrong keyword, a ValueError for the commands that report bad input in one line)."""
+
+
 def read_dataset(path: str | Path, format: str | None = None, **options: Any) -> FrameDataset:
     """Open a data set file (or folder) as a :class:`FrameDataset`.
 
@@ -106,5 +111,5 @@ def read_dataset(path: str | Path, format: str | None = None, **options: Any) ->
     accepted = [p for p in inspect.signature(reader).parameters if p != "path"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise TypeError(f"reader {fmt!r} does not accept option(s) {unknown}; accepted: {accepted}")
+        raise UnknownReaderOption(f"{path}: reader {fmt!r} does not accept option(s) {unknown}; accepted: {accepted}")
     return reader(path, **options)
