@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from ..log import ROOT as LOG_ROOT
 from ..log import setup_logging
 from ..rundir import set_rng_state, write_json
+from ..train.metrics_log import write_metrics_csv
 from .checkpoint import classifier_state, load_classifier_checkpoint, save_classifier_checkpoint
-from .report import METRIC_COLUMNS, save_confusion_matrix, summarize, write_metrics_csv
+from .report import METRIC_COLUMNS, save_confusion_matrix, summarize
 
 __all__ = ["LogHook", "Route", "Step", "emit", "evaluate", "fit", "make_optimizer", "steps_per_epoch",
            "train_epoch"]
@@ -255,7 +256,7 @@ def _epoch(route: Route, optimizer: Any, scheduler: Any, epoch: int, history: li
                **{f"test_{k}": test[k] for k in route.test_extras}, eval_seconds=time.perf_counter() - start)
     row["elapsed_train_seconds"] = (history[-1]["elapsed_train_seconds"] if history else 0.0) + row["train_seconds"]
     history.append(row)
-    write_metrics_csv(history, run_dir / "metrics.csv", route.metric_columns)
+    write_metrics_csv(run_dir / "metrics.csv", history, route.metric_columns)
     score = row["train_acc"] if math.isnan(row["test_acc"]) else row["test_acc"]
     improved, best = score > best, max(best, score)
     state = classifier_state(route.kind, route.cfg, route.splits.class_names, route.model, optimizer, scheduler,

@@ -16,7 +16,7 @@ import torch
 from ..bench.figures import save_figure
 from ..rundir import atomic_output
 
-__all__ = ["METRIC_COLUMNS", "SUMMARY_ROW_KEYS", "nan_to_none", "save_confusion_matrix", "summarize", "write_metrics_csv",
+__all__ = ["METRIC_COLUMNS", "SUMMARY_ROW_KEYS", "nan_to_none", "save_confusion_matrix", "summarize",
            "write_predictions_csv"]
 
 # one row per epoch; a route may add columns (the structure route: test_mean_steps, correction_loss)
@@ -31,16 +31,6 @@ SUMMARY_ROW_KEYS = ("solver", "epochs", "train_acc", "test_acc", "seconds", "sec
 def nan_to_none(value: Any) -> Any:
     """``None`` for a float NaN (JSON has no NaN), else ``value``."""
     return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def write_metrics_csv(history: Sequence[Mapping[str, Any]], path: str | Path,
-                      columns: Sequence[str] = METRIC_COLUMNS) -> None:
-    """One row per epoch of ``history`` (fields outside ``columns`` are left out; floats to 6 digits)."""
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 def save_confusion_matrix(labels: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray,

@@ -33,14 +33,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_metrics_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write all ``rows`` (dicts keyed by :data:`COLUMNS`) to ``path`` atomically."""
+def write_metrics_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> None:
+    """Write all ``rows`` (dicts keyed by ``columns``: the force-field trainer's :data:`COLUMNS` by
+    default, the classifiers' own) to ``path`` atomically; missing or NaN cells are empty."""
     path = Path(path)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_fmt(row.get(c)) for c in COLUMNS])
+        writer.writerow([_fmt(row.get(c)) for c in columns])
     write_text(path, buf.getvalue())
 
 
