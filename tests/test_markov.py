@@ -50,6 +50,11 @@ def test_markov_json(files, tmp_path):
     assert 0 <= res["force_rel_diff_mean"] <= res["force_rel_diff_max"] < 0.1
     assert res["energy_abs_diff_mean"] >= 0
     assert res["mean_steps_reuse"] < res["mean_steps_cold"]
+    assert res["predictor"] == 1  # the calculator's default at reuse_tol 1e-2
+    out2 = tmp_path / "markov2.json"
+    assert climain.main(["markov", str(files["deq"]), "--data", str(files["npz"]), "--frames", "5", "--reuse-tol",
+                         "1e-2", "--predictor", "2", "--dtype", "float64", "--quiet", "--json", str(out2)]) == 0
+    assert json.loads(out2.read_text())["predictor"] == 2
 
 
 def test_markov_clear_errors(files, tmp_path):

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: not a data set file the readers know (npz, OC20 lmdb, ASE db, extxyz)")
     result = markov_check(model, dataset, frames=args.frames, start=args.start, tol=args.tol,
                           reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
-                          progress=not args.quiet, where=str(args.checkpoint), max_iter=args.max_iter)
+                          progress=not args.quiet, where=str(args.checkpoint), max_iter=args.max_iter,
+                          predictor=args.predictor)
     result.update({"checkpoint": str(args.checkpoint), "data": str(args.data)})
     print_summary(result)
     write_json(args.json, result)

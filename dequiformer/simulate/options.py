@@ -18,6 +18,8 @@ def add_solver_arguments(parser: argparse.ArgumentParser, reuse_flag: bool = Tru
                         help="relative residual of a warm-started solve (default 1e-1, 1e-4 for a conservative DEQ)")
     parser.add_argument("--max-iter", type=int, default=None,
                         help="solver iteration cap per force call (default: the checkpoint's deq.max_iter)")
+    parser.add_argument("--predictor", type=int, choices=[1, 2, 3], default=None,
+                        help="past fixed points a warm start is extrapolated from (default: the calculator's)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     add_threads_argument(parser)
@@ -57,7 +59,7 @@ def calculator_from_args(args: argparse.Namespace) -> "DEQCalculator":
     apply_threads(args)
     return DEQCalculator(args.checkpoint, device=args.device, fp_reuse=not getattr(args, "no_reuse", False),
                          tol=args.tol, reuse_tol=args.reuse_tol, dtype=args.dtype,
-                         max_iter=getattr(args, "max_iter", None))
+                         max_iter=getattr(args, "max_iter", None), predictor=getattr(args, "predictor", None))
 
 
 def user_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
