@@ -17,8 +17,8 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data.graph import AtomicGraph
-from .data.units import energy_factor, length_factor
 from .deq.predictor import FixedPointPredictor
+from .inference import OutputUnits, SolveSettings
 
 
 #: a warm start is dropped when any atom moved further than this since the last call (Angstrom):
@@ -99,25 +99,14 @@ class DEQCalculator(Calculator):
         self.is_deq = self.model.is_implicit
         self.fp_reuse = bool(fp_reuse) and self.is_deq
         self.conservative = bool(getattr(self.model, "conservative", False))
-        if reuse_tol is None:
-            reuse_tol = 1e-4 if (self.conservative and self.is_deq) else 1e-1
-        self.tol, self.reuse_tol = float(tol), float(reuse_tol)
-        self.adjoint_tol = None if adjoint_tol is None else float(adjoint_tol)
-        if max_iter is not None and int(max_iter) < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-        self.max_iter = None if max_iter is None else int(max_iter)
+        self.settings = SolveSettings.for_model(self.model, tol, reuse_tol, adjoint_tol, max_iter, predictor)
+        self.units = OutputUnits.for_model(self.model)
         self.unconverged_calls = 0  # calls whose fixed-point (or adjoint) solve did not converge
-        units = self.model.units
-        self.energy_to_ev = energy_factor(units["energy"], "eV")
-        self.force_to_ev_per_a = self.energy_to_ev / length_factor(units["length"], "Angstrom")
-        self.stress_to_ev_per_a3 = self.energy_to_ev / length_factor(units["length"], "Angstrom") ** 3
         if not self.conservative:  # instance attribute: ASE asks the instance what it can do
             self.implemented_properties = ["energy", "free_energy", "forces"]
-        if predictor is None:  # extrapolation pays only for tight solves (measured, see the docstring)
-            predictor = 3 if self.reuse_tol <= 1e-3 else 1
         # the history is tied to the atoms' species, and dropped after a jump of any atom by more
         # than MAX_JUMP_A (a new configuration, not the next step of a trajectory or relaxation)
-        self.predictor = FixedPointPredictor(predictor, max_jump=MAX_JUMP_A)
+        self.predictor = FixedPointPredictor(self.settings.predictor, max_jump=MAX_JUMP_A)
         self.stats: dict[str, Any] = {}
 
     def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
@@ -126,6 +115,14 @@ class DEQCalculator(Calculator):
                 "stress needs a conservative model (model.forces: conservative); this model's forces come from its "
                 "direct head")
         return super().get_property(name, atoms, allow_calculation)
+
+    @property
+    def tol(self) -> float:
+        return self.settings.tol
+
+    @property
+    def reuse_tol(self) -> float:
+        return self.settings.reuse_tol
 
     def reset(self) -> None:
         super().reset()
@@ -146,30 +143,20 @@ class DEQCalculator(Calculator):
         # a conservative model's stress costs one more leaf in the same backward pass: always take it
         # on 3D-periodic structures, as ASE asks for energy, forces and stress one after another
         want_stress = self.conservative and periodic
-        kwargs: dict[str, Any] = {"stress": want_stress} if want_stress else {}
-        z0 = None
         coords = torch.as_tensor(self.atoms.positions, dtype=torch.float64) if self.fp_reuse else None
         species = torch.as_tensor(self.atoms.numbers) if self.fp_reuse else None
-        if self.is_deq:
-            if self.fp_reuse:
-                guess = self.predictor.predict(coords, labels=species)
-                z0 = guess.get("z")
-                if self.conservative:
-                    kwargs["adjoint0"] = guess.get("adjoint")
-            kwargs.update(z0=z0, tol=self.reuse_tol if z0 is not None else self.tol)
-            if self.max_iter is not None:
-                kwargs["max_iter"] = self.max_iter
-            if self.conservative:
-                kwargs["adjoint_tol"] = self.adjoint_tol if self.adjoint_tol is not None else kwargs["tol"]
+        guess = self.predictor.predict(coords, labels=species) if self.fp_reuse else {}
+        z0 = guess.get("z")
+        kwargs = self.settings.model_kwargs(self.model, warm=z0 is not None, guess=guess, stress=want_stress)
         with torch.no_grad():
             out = self.model(graph, **kwargs)
         if self.fp_reuse:
             self.predictor.record(coords, labels=species, z=out["fixed_point"], adjoint=out.get("adjoint_vector"))
-        energy = float(out["energy"][0]) * self.energy_to_ev
-        forces = out["forces"].detach().cpu().double().numpy() * self.force_to_ev_per_a
+        energy = float(out["energy"][0]) * self.units.energy
+        forces = out["forces"].detach().cpu().double().numpy() * self.units.forces
         self.results = {"energy": energy, "free_energy": energy, "forces": np.ascontiguousarray(forces)}
         if want_stress:
-            stress = out["stress"][0].detach().cpu().double().numpy() * self.stress_to_ev_per_a3
+            stress = out["stress"][0].detach().cpu().double().numpy() * self.units.stress
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
         stats = out["solver"]
         blocks = self.model.blocks_per_solver_step

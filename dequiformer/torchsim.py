@@ -29,8 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "dequiformer.torchsim needs TorchSim: pip install 'dequiformer[torchsim]' (torch-sim-atomistic)") from exc
 
 from .data.graph import AtomicGraph
-from .data.units import energy_factor, length_factor
 from .deq.predictor import FixedPointPredictor
+from .inference import OutputUnits, SolveSettings
 
 __all__ = ["DEQTorchSimModel"]
 
@@ -98,21 +98,11 @@ class DEQTorchSimModel(ModelInterface):
         self._compute_stress = self.conservative if compute_stress is None else bool(compute_stress)
         self._compute_forces = True
         self.fp_reuse = bool(fp_reuse) and self.is_deq
-        if reuse_tol is None:
-            reuse_tol = 1e-4 if (self.conservative and self.is_deq) else 1e-1
-        self.tol, self.reuse_tol = float(tol), float(reuse_tol)
-        self.adjoint_tol = None if adjoint_tol is None else float(adjoint_tol)
-        if max_iter is not None and int(max_iter) < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-        self.max_iter = None if max_iter is None else int(max_iter)
-        self.history = (3 if self.reuse_tol <= 1e-3 else 1) if predictor is None else int(predictor)
-        FixedPointPredictor(self.history)  # validates the history length now, not at the first call
+        self.settings = SolveSettings.for_model(self.model, tol, reuse_tol, adjoint_tol, max_iter, predictor)
+        FixedPointPredictor(self.settings.predictor)  # validates the history length now, not at the first call
         self.max_jump = float(max_jump)
         self._predictors: list[FixedPointPredictor] = []
-        units = self.model.units
-        self.energy_to_ev = energy_factor(units["energy"], "eV")
-        self.force_to_ev_per_a = self.energy_to_ev / length_factor(units["length"], "Angstrom")
-        self.stress_to_ev_per_a3 = self.energy_to_ev / length_factor(units["length"], "Angstrom") ** 3
+        self.units = OutputUnits.for_model(self.model)
         self.calls = 0
         self.system_evaluations = 0
         self.total_solver_steps = 0
@@ -143,28 +133,25 @@ class DEQTorchSimModel(ModelInterface):
 
     # ------------------------------------------------------------ warm starts
     def _warm_starts(self, graph: AtomicGraph, positions: torch.Tensor) -> tuple[dict[str, Any], list[bool]]:
-        """Per-system guesses stacked into the model's ``z0`` / ``adjoint0`` (zeros for systems
-        without one), the call's tolerance, and which systems were warm."""
+        """Per-system guesses stacked into one ``{"z", "adjoint"}`` for the batch (zeros for systems
+        without one) and which systems were warm."""
         n_systems = graph.num_graphs
         while len(self._predictors) < n_systems:
-            self._predictors.append(FixedPointPredictor(self.history, max_jump=self.max_jump))
+            self._predictors.append(FixedPointPredictor(self.settings.predictor, max_jump=self.max_jump))
         del self._predictors[n_systems:]
         bounds = torch.cumsum(graph.natoms.cpu(), 0).tolist()
         starts = [0] + bounds[:-1]
         guesses = [p.predict(positions[a:e], labels=graph.atomic_numbers[a:e].cpu())
                    for p, a, e in zip(self._predictors, starts, bounds)]
         warm = [bool(g) for g in guesses]
-        kwargs: dict[str, Any] = {}
+        stacked: dict[str, torch.Tensor] = {}
         if any(warm):
             template = next(g for g in guesses if g)
-            for name, key in (("z", "z0"), ("adjoint", "adjoint0")):
-                if name not in template:
-                    continue
+            for name in template:
                 parts = [g[name] if name in g else template[name].new_zeros(e - a, *template[name].shape[1:])
                          for g, a, e in zip(guesses, starts, bounds)]
-                kwargs[key] = torch.cat(parts).to(device=self._device, dtype=self._dtype)
-        kwargs["tol"] = self.reuse_tol if all(warm) else self.tol
-        return kwargs, warm
+                stacked[name] = torch.cat(parts).to(device=self._device, dtype=self._dtype)
+        return stacked, warm
 
     # ---------------------------------------------------------------- forward
     def forward(self, state: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -183,29 +170,20 @@ class DEQTorchSimModel(ModelInterface):
         n_systems = int(system_idx.max()) + 1 if positions.shape[0] else 0
         graph = self._graph(positions, numbers, cells, pbc, system_idx, n_systems)
         want_stress = self._compute_stress and pbc
-        call: dict[str, Any] = {"stress": True} if want_stress else {}
         coords = positions.detach().cpu().double()
-        warm = [False] * n_systems
-        if self.is_deq:
-            if self.fp_reuse:
-                guess, warm = self._warm_starts(graph, coords)
-                call.update(guess)
-            else:
-                call["tol"] = self.tol
-            if self.max_iter is not None:
-                call["max_iter"] = self.max_iter
-            if self.conservative:
-                call["adjoint_tol"] = self.adjoint_tol if self.adjoint_tol is not None else call["tol"]
+        guess, warm = self._warm_starts(graph, coords) if self.fp_reuse else ({}, [False] * n_systems)
+        call = self.settings.model_kwargs(self.model, warm=all(warm) and n_systems > 0, guess=guess,
+                                          stress=want_stress)
         with torch.no_grad():
             out = self.model(graph, **call)
         if self.fp_reuse:
             self._record(graph, coords, out)
         result = {
-            "energy": (out["energy"] * self.energy_to_ev).to(positions.dtype).to(positions.device),
-            "forces": (out["forces"] * self.force_to_ev_per_a).to(positions.dtype).to(positions.device),
+            "energy": (out["energy"] * self.units.energy).to(positions.dtype).to(positions.device),
+            "forces": (out["forces"] * self.units.forces).to(positions.dtype).to(positions.device),
         }
         if want_stress:
-            result["stress"] = (out["stress"] * self.stress_to_ev_per_a3).to(positions.dtype).to(positions.device)
+            result["stress"] = (out["stress"] * self.units.stress).to(positions.dtype).to(positions.device)
         self._update_stats(out, warm, time.perf_counter() - start)
         return result
 

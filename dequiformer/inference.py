@@ -1,0 +1,81 @@
+"""Inference settings shared by the ASE calculator and the TorchSim model: solver tolerances and
+their defaults, the warm-start predictor, the model call's keyword arguments, and the conversion
+of a model's outputs to eV, eV/A and eV/A^3. Neither ASE nor TorchSim is imported here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .data.units import energy_factor, length_factor
+
+__all__ = ["OutputUnits", "SolveSettings"]
+
+
+@dataclass(frozen=True)
+class SolveSettings:
+    """How a DEQ is solved at inference (explicit models ignore it).
+
+    ``tol``: relative residual of cold solves. ``reuse_tol``: of warm-started solves (default 1e-4
+    for a conservative DEQ, whose NVE drift it sets, else 1e-1). ``adjoint_tol``: of a conservative
+    DEQ's adjoint (default: the call's own tolerance). ``max_iter``: solver cap (default: the
+    model's ``deq.max_iter``). ``predictor``: past fixed points each warm start is extrapolated
+    from (default 3 when ``reuse_tol <= 1e-3``, else 1; see :class:`~dequiformer.deq.predictor.FixedPointPredictor`).
+    """
+
+    tol: float
+    reuse_tol: float
+    adjoint_tol: float | None
+    max_iter: int | None
+    predictor: int
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, tol: float = 1e-4, reuse_tol: float | None = None,
+                  adjoint_tol: float | None = None, max_iter: int | None = None,
+                  predictor: int | None = None) -> "SolveSettings":
+        """The settings for ``model`` with the package's defaults filled in and the values checked."""
+        conservative_deq = bool(getattr(model, "conservative", False)) and model.is_implicit
+        if reuse_tol is None:
+            reuse_tol = 1e-4 if conservative_deq else 1e-1
+        for name, value in (("tol", tol), ("reuse_tol", reuse_tol), ("adjoint_tol", adjoint_tol)):
+            if value is not None and not float(value) > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if max_iter is not None and int(max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        if predictor is None:  # extrapolation pays only for tight solves (measured, see the calculator)
+            predictor = 3 if float(reuse_tol) <= 1e-3 else 1
+        return cls(float(tol), float(reuse_tol), None if adjoint_tol is None else float(adjoint_tol),
+                   None if max_iter is None else int(max_iter), int(predictor))
+
+    def model_kwargs(self, model: torch.nn.Module, warm: bool, guess: dict[str, torch.Tensor] | None = None,
+                     stress: bool = False) -> dict[str, Any]:
+        """Keyword arguments of ``model(graph, **kwargs)``: the warm starts in ``guess`` (``"z"``,
+        ``"adjoint"``), the tolerance (``reuse_tol`` when ``warm``), caps and the adjoint's tolerance."""
+        kwargs: dict[str, Any] = {"stress": True} if stress else {}
+        if not model.is_implicit:
+            return kwargs
+        guess = guess or {}
+        kwargs.update(z0=guess.get("z"), tol=self.reuse_tol if warm else self.tol)
+        if self.max_iter is not None:
+            kwargs["max_iter"] = self.max_iter
+        if getattr(model, "conservative", False):
+            kwargs["adjoint0"] = guess.get("adjoint")
+            kwargs["adjoint_tol"] = self.adjoint_tol if self.adjoint_tol is not None else kwargs["tol"]
+        return kwargs
+
+
+@dataclass(frozen=True)
+class OutputUnits:
+    """Factors from a model's training units to eV (energy), eV/A (forces), eV/A^3 (stress)."""
+
+    energy: float
+    forces: float
+    stress: float
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module) -> "OutputUnits":
+        units = model.units
+        e = energy_factor(units["energy"], "eV")
+        length = length_factor(units["length"], "Angstrom")
+        return cls(e, e / length, e / length**3)
