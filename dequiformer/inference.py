@@ -17,11 +17,13 @@ __all__ = ["OutputUnits", "SolveSettings"]
 class SolveSettings:
     """How a DEQ is solved at inference (explicit models ignore it).
 
-    ``tol``: relative residual of cold solves. ``reuse_tol``: of warm-started solves (default 1e-4
-    for a conservative DEQ, whose NVE drift it sets, else 1e-1). ``adjoint_tol``: of a conservative
-    DEQ's adjoint (default: the call's own tolerance). ``max_iter``: solver cap (default: the
-    model's ``deq.max_iter``). ``predictor``: past fixed points each warm start is extrapolated
-    from (default 3 when ``reuse_tol <= 1e-3``, else 1; see :class:`~dequiformer.deq.predictor.FixedPointPredictor`).
+    ``tol``: relative residual of cold solves. ``reuse_tol``: of warm-started solves (default: the
+    model's own ``deq.reuse_tol``, which its training config or the shipped checkpoint sets for it:
+    a conservative DEQ's sets its NVE drift). ``adjoint_tol``: of a conservative DEQ's adjoint
+    (default: the call's own tolerance). ``max_iter``: solver cap (default: the model's
+    ``deq.max_iter``). ``predictor``: past fixed points each warm start is extrapolated from
+    (default: the model's ``deq.predictor``, or when that is null 3 for ``reuse_tol <= 1e-3`` and
+    1 above; see :class:`~dequiformer.deq.predictor.FixedPointPredictor`).
     """
 
     tol: float
@@ -35,9 +37,11 @@ class SolveSettings:
                   adjoint_tol: float | None = None, max_iter: int | None = None,
                   predictor: int | None = None) -> "SolveSettings":
         """The settings for ``model`` with the package's defaults filled in and the values checked."""
-        conservative_deq = bool(getattr(model, "conservative", False)) and model.is_implicit
+        deq = model.deq_cfg if model.is_implicit else {}
         if reuse_tol is None:
-            reuse_tol = 1e-4 if conservative_deq else 1e-1
+            reuse_tol = deq.get("reuse_tol", 1e-1)
+        if predictor is None:
+            predictor = deq.get("predictor")
         for name, value in (("tol", tol), ("reuse_tol", reuse_tol), ("adjoint_tol", adjoint_tol)):
             if value is not None and not float(value) > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")

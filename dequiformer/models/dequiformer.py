@@ -25,6 +25,9 @@ DEQ_DEFAULTS: dict[str, Any] = {
     "max_iter": 40,
     "tol": 1e-4,
     "reuse_tol": 1e-1,
+    # warm starts at inference (calculator, TorchSim): past fixed points extrapolated from, 1-3;
+    # null = 3 when reuse_tol <= 1e-3, else 1 (see deq.predictor.FixedPointPredictor)
+    "predictor": None,
     "grad": "ift",
     "phantom_steps": 1,
     "phantom_tau": 1.0,
@@ -70,6 +73,8 @@ def resolve_deq(deq_cfg: dict | None) -> dict:
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"deq.{key} must be a positive integer, got {value!r}")
+    if cfg["predictor"] is not None and cfg["predictor"] not in (1, 2, 3):
+        raise ValueError(f"deq.predictor must be 1, 2, 3 or null, got {cfg['predictor']!r}")
     if isinstance(cfg["jacobian_reg"], bool) or not isinstance(cfg["jacobian_reg"], (int, float)) or cfg["jacobian_reg"] < 0:
         raise ValueError(f"deq.jacobian_reg must be a number >= 0, got {cfg['jacobian_reg']!r}")
     return cfg
