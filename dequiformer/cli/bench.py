@@ -10,7 +10,13 @@ import torch
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    p = sub.add_parser("solver", help="ours-anderson vs forward vs torchdeq anderson on one DEQuiformer layer")
+    for add in (_solver_arguments, _accuracy_arguments, _nve_arguments, _md_arguments, _batched_arguments):
+        add(sub)
+
+
+def _solver_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("solver", help="ours-anderson vs forward vs torchdeq anderson on one DEQuiformer layer",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", help="trained DEQuiformer checkpoint (default: random init of a small model)")
     p.add_argument("--molecules", type=int, default=16, help="batch size (molecules of 3-14 atoms)")
     p.add_argument("--tol", type=float, default=1e-4, help="relative residual per graph")
@@ -20,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the report here")
 
-    a = sub.add_parser("accuracy", help="train configs on the same data and budget, evaluate on a held-out file")
+
+def _accuracy_arguments(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("accuracy", help="train configs on the same data and budget, evaluate on a held-out file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a.add_argument("configs", nargs="*", help="YAML configs (default: the demo's DEQ and 8-block explicit model)")
     a.add_argument("--data", required=True, help="training data (the configs' data.path is replaced by it)")
     a.add_argument("--heldout", default=None,
@@ -36,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--out", default="bench_accuracy", help="output folder (runs, logs, PNG)")
     a.add_argument("--json", help="write the report here (default OUT/accuracy.json)")
 
-    n = sub.add_parser("nve", help="NVE total-energy drift: direct vs conservative, DEQ cold vs reuse, explicit")
+
+def _nve_arguments(sub: argparse._SubParsersAction) -> None:
+    n = sub.add_parser("nve", help="NVE total-energy drift: direct vs conservative, DEQ cold vs reuse, explicit",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     n.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
                    help="checkpoints to compare (default: the bundled demo models)")
     n.add_argument("--structure", default=None, help="start structure (default: frame 0 of the bundled held-out aspirin)")
@@ -60,7 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--json", help="write the report here (default OUT/nve.json)")
     n.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    m = sub.add_parser("md", help="ms per MD step against system size: explicit, DEQ cold, reuse, predictor")
+
+def _md_arguments(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("md", help="ms per MD step against system size: explicit, DEQ cold, reuse, predictor",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
                    help="checkpoints (default: the bundled demo DEQ and explicit models)")
     m.add_argument("--structure", default=None, help="the molecule to replicate (default: bundled held-out aspirin)")
@@ -81,8 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+
+def _batched_arguments(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("batched", help="many systems' MD at once through TorchSim vs one-by-one ASE calls "
-                                       "(needs the torchsim extra)")
+                                       "(needs the torchsim extra)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
                    help="checkpoints (default: the bundled demo DEQ and explicit models)")
     b.add_argument("--structure", default=None, help="the molecule to copy (default: bundled held-out aspirin)")
