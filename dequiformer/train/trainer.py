@@ -125,8 +125,24 @@ class Trainer:
         random.seed(seed + self.info.rank)
         np.random.seed((seed + self.info.rank) % 2**32)
         torch.manual_seed(seed + self.info.rank)
+        train_frames = self._load_data(cfg)
+        self._build_model(train_frames, resume_state, seed)
+        self._build_optimization()
+        self.elapsed = 0.0  # wall seconds of training + validation, carried over on resume
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": None, "val_forces_mae": math.inf}
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.ddp_model = wrap_ddp(self.model, self.info, bool(self.tcfg["find_unused_parameters"]))
+        self.tb = TensorBoardLog(self.run_dir / "tensorboard", bool(self.tcfg["tensorboard"]) and self.info.is_main)
+        if self.info.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
 
-        # data: rank 0 makes (or reuses) splits.npz, the others read it
+    def _load_data(self, cfg: dict) -> Any:
+        """Splits (rank 0 makes or reuses ``splits.npz``, the others read it), graph datasets, the
+        run's resolved config and units; returns the training frames."""
         data_cfg = resolve_data_extras(cfg["data"])
         if not logging.getLogger("dequiformer").handlers:  # used from Python without the CLI
             setup_logging(rank=self.info.rank)
@@ -141,7 +157,6 @@ class Trainer:
         if len(train_frames) == 0:
             raise ValueError(f"{train_frames.source}: the training split is empty (check data.n_train)")
         self.units = dict(train_frames.units)
-
         hp = resolve({k: (1.0 if v == "auto" else v) for k, v in cfg["model"].items()})
         cache = bool(data_cfg["cache_graphs"])
         self.train_graphs = GraphDataset(train_frames, hp["cutoff"], hp["max_neighbors"], self.dtype, cache, name="train")
@@ -149,15 +164,16 @@ class Trainer:
                            if val_frames is not None and len(val_frames) else None)
         self.cfg = resolve_run_config(cfg, self.units, self.train_graphs)
         self.tcfg = self.cfg["train"]
+        return train_frames
 
-        # normalisation: fitted on the training frames, or restored
+    def _build_model(self, train_frames: Any, resume_state: dict | None, seed: int) -> None:
+        """Normalisation (fitted or restored), the model with it, ``init_from`` weights, the loss."""
         ncfg = self.cfg["data"]["normalization"]
         if resume_state is not None and resume_state.get("normalization"):
             self.normalizer = Normalizer.from_dict(resume_state["normalization"])
         else:
             self.normalizer = fit_normalizer(train_frames, mode=ncfg["mode"], scale=ncfg["scale"],
                                              max_frames=ncfg.get("max_frames"), units=self.units, seed=seed)
-
         torch.manual_seed(seed)  # identical initial weights (and EMA start) on every rank
         self.model = build_model(self.cfg["model"], self.cfg.get("deq")).to(dtype=self.dtype)
         torch.manual_seed(seed + self.info.rank)  # per-rank dropout streams
@@ -175,6 +191,8 @@ class Trainer:
                                       self.tcfg["force_weight"], float(fpc.get("weight", 0.0)) if fpc.get("states") else 0.0,
                                       self.tcfg["grad_force_weight"], self.tcfg["stress_weight"])
 
+    def _build_optimization(self) -> None:
+        """AdamW, the cosine schedule, EMA and the per-frame fixed-point store."""
         groups = parameter_groups(self.model, self.tcfg["weight_decay"], self.tcfg["no_weight_decay"] or ())
         self.optimizer = torch.optim.AdamW(
             [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=float(self.tcfg["lr"]),
@@ -191,17 +209,6 @@ class Trainer:
         self.ema = ExponentialMovingAverage(self.model, self.tcfg["ema_decay"]) if self.tcfg["ema_decay"] else None
         store_mb = float(self.tcfg["fixed_point_store_mb"])
         self.fixed_points = FramewiseFixedPoints(store_mb) if self.implicit and store_mb > 0 else None
-        self.elapsed = 0.0  # wall seconds of training + validation, carried over on resume
-        self.epoch = 0
-        self.step = 0
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"epoch": None, "val_forces_mae": math.inf}
-        if resume_state is not None:
-            self._restore(resume_state)
-        self.ddp_model = wrap_ddp(self.model, self.info, bool(self.tcfg["find_unused_parameters"]))
-        self.tb = TensorBoardLog(self.run_dir / "tensorboard", bool(self.tcfg["tensorboard"]) and self.info.is_main)
-        if self.info.is_main:
-            save_config(self.cfg, self.run_dir / "config.yaml")
 
     def _init_from(self, path: str) -> None:
         """Start from another run's weights (EMA when it has them) and normalisation: the
@@ -282,7 +289,6 @@ class Trainer:
 
         self.ddp_model.train()
         scales = model_scales(self.model)
-        clip = self.tcfg["clip_grad_norm"]
         params = [p for p in self.model.parameters() if p.requires_grad]
         sums: dict[str, float] = {}
         loss_sum, skipped, first, seconds_before = 0.0, 0, 0, 0.0
@@ -300,36 +306,11 @@ class Trainer:
             if i < first:
                 continue
             graph = self.train_graphs.batch(idx, self.device)
-            n_e, n_f = self.loss_fn.counts(graph)
-            if self.info.enabled:
-                g_e, g_f = all_reduce_sums([n_e, n_f], self.info)
-                denoms = (g_e / self.info.world_size, g_f / self.info.world_size)
-            else:
-                denoms = (n_e, n_f)
-            kwargs = {}
-            z0 = self.fixed_points.initial_guess(idx, graph) if self.fixed_points is not None else None
-            if z0 is not None:  # warm start, solved to the cold tolerance (not deq.reuse_tol)
-                kwargs = {"z0": z0, "tol": float(self.model.deq_cfg["tol"])}
-            if self.loss_fn.grad_force_weight > 0:
-                kwargs["grad_forces"] = True
-            if self.loss_fn.stress_weight > 0:
-                kwargs.update(stress_request(self.model, graph))
-            out = self.ddp_model(graph, **kwargs)
-            loss, parts = self.loss_fn(out, graph, scales, denoms)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else math.inf)
-            if not torch.isfinite(norm):  # identical on all ranks: gradients are already reduced
+            out, parts, ok = self._train_step(idx, graph, scales, params)
+            if not ok:
                 skipped += 1
                 warnings.warn(f"epoch {epoch + 1} step {i}: non-finite gradient (loss {parts['loss']}), step skipped",
                               stacklevel=2)
-                self.optimizer.zero_grad(set_to_none=True)
-            else:
-                self.optimizer.step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-            if self.fixed_points is not None:
-                self.fixed_points.update(idx, graph, out["fixed_point"])
             self.schedule.step()
             self.step += 1
             loss_sum += parts["loss"]
@@ -357,6 +338,41 @@ class Trainer:
         return {"loss": sums["loss"] / (self.info.world_size * n_batches), "energy_mae": ratio("energy_abs", "n_energy"),
                 "forces_mae": ratio("forces_abs", "n_forces"), "solver_steps": ratio("steps", "n_steps"),
                 "bwd_steps": ratio("bwd_steps", "n_bwd_steps"), "ms_per_step": ms_per_step}
+
+    def _train_step(self, idx: np.ndarray, graph: Any, scales: Any, params: list[torch.Tensor]
+                    ) -> tuple[dict[str, Any], dict[str, float], bool]:
+        """Forward, loss, backward and (unless the gradient is non-finite) one optimizer and EMA
+        step on one batch; returns the model outputs, the loss parts and whether the step was taken."""
+        n_e, n_f = self.loss_fn.counts(graph)
+        if self.info.enabled:
+            g_e, g_f = all_reduce_sums([n_e, n_f], self.info)
+            denoms = (g_e / self.info.world_size, g_f / self.info.world_size)
+        else:
+            denoms = (n_e, n_f)
+        kwargs: dict[str, Any] = {}
+        z0 = self.fixed_points.initial_guess(idx, graph) if self.fixed_points is not None else None
+        if z0 is not None:  # warm start, solved to the cold tolerance (not deq.reuse_tol)
+            kwargs = {"z0": z0, "tol": float(self.model.deq_cfg["tol"])}
+        if self.loss_fn.grad_force_weight > 0:
+            kwargs["grad_forces"] = True
+        if self.loss_fn.stress_weight > 0:
+            kwargs.update(stress_request(self.model, graph))
+        out = self.ddp_model(graph, **kwargs)
+        loss, parts = self.loss_fn(out, graph, scales, denoms)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.tcfg["clip_grad_norm"]
+        norm = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else math.inf)
+        ok = bool(torch.isfinite(norm))  # identical on all ranks: gradients are already reduced
+        if ok:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.fixed_points is not None:
+            self.fixed_points.update(idx, graph, out["fixed_point"])
+        return out, parts, ok
 
     def _checkpoint_mid_epoch(self, partial: dict[str, Any]) -> None:
         """``last.pt`` with the epoch's progress, so a killed run loses at most ``checkpoint_every``
