@@ -85,26 +85,20 @@ def relaxation_table(act: dict[str, Any]) -> str:
 
 def run_demo(assets: str | Path | None = None, out_dir: str | Path = "demo_out", md_steps: int = 200,
              temperature_k: float = 500.0, dt_fs: float = 0.5, eval_frames: int = 200, markov_frames: int = 40,
-             seed: int = 0, progress: bool = True, reuse_tol: float | None = 1e-2,
-             conservative_reuse_tol: float = 1e-4, relax: bool = True) -> dict[str, Any]:
+             seed: int = 0, progress: bool = True, reuse_tol: float | None = None,
+             conservative_reuse_tol: float | None = None, relax: bool = True) -> dict[str, Any]:
     """Run the demo; returns the report dict and writes ``report.md`` and ``solver_steps.png``.
 
     Every row runs the same NVE MD (velocity Verlet from the first held-out frame, velocities
     drawn at ``temperature_k`` from ``seed``), so its total-energy drift is measured alongside its
-    speed. ``reuse_tol`` is the relative residual of warm-started direct-force solves (None: the
-    checkpoint's ``deq.reuse_tol``; the default 1e-2 keeps the Markov difference under 1 % for the
-    bundled model); ``conservative_reuse_tol`` that of the conservative DEQ and its adjoint (the
-    default 1e-4 keeps its NVE drift below 1e-5 eV/atom/ps: 2.6e-6 over 2 ps in ``bench nve``,
-    against 5.5e-4 at 1e-3). Cold solves use the checkpoint's ``deq.tol``. With ``relax`` the
-    second act (:func:`relaxation_act`) runs as well.
+    speed. Warm starts use the calculator's defaults, i.e. each checkpoint's own ``deq.reuse_tol``
+    and ``deq.predictor``, unless ``reuse_tol`` (direct DEQ) or ``conservative_reuse_tol`` (the
+    conservative DEQ and its adjoint) say otherwise. With ``relax`` the second act
+    (:func:`relaxation_act`) runs as well.
     """
-    from .calculator import DEQCalculator
     from .data.readers import read_dataset
     from .simulate.markov import markov_check
-    from .simulate.md import run_md
     from .train.checkpoint import load_model
-    from .train.dataset import GraphDataset
-    from .train.evaluate import evaluate
 
     paths = asset_paths(assets)
     out_dir = Path(out_dir)
@@ -112,58 +106,69 @@ def run_demo(assets: str | Path | None = None, out_dir: str | Path = "demo_out",
     start = time.perf_counter()
     data = read_dataset(paths["frames"])
     models = {key: load_model(paths[key]) for key in MOLECULE_MODELS}
-    units = models["deq"].units
     n_eval = min(eval_frames, len(data))
-    accuracy = {}
-    for name, model in models.items():
-        graphs = GraphDataset(data.subset(range(n_eval)), model.cutoff, model.max_neighbors, next(model.parameters()).dtype)
-        accuracy[name] = evaluate(model, graphs, batch_size=8)
-
-    tol = float(models["deq"].deq_cfg["tol"])
-    reuse_tol = float(models["deq"].deq_cfg["reuse_tol"] if reuse_tol is None else reuse_tol)
     report: dict[str, Any] = {}
     series: dict[str, list[int]] = {}
     for key, _, name, reuse in ROWS:
         model = models[name]
-        conservative = bool(model.conservative)
-        calc = DEQCalculator(model, fp_reuse=reuse, tol=tol,
-                             reuse_tol=conservative_reuse_tol if conservative else reuse_tol)
-        atoms = data[0].to_atoms()
-        atoms.calc = None
-        result = run_md(atoms, calc, md_steps, dt_fs=dt_fs, temperature_k=temperature_k, ensemble="nve",
-                        seed=seed, progress=progress)
-        summary = result.summary()
-        acc = accuracy[name]
-        series[key] = [int(r["solver_steps"]) + int(r["adjoint_steps"]) for r in result.rows]
-        report[key] = {
-            "forces": "conservative" if conservative else "direct",
-            "forces_mae": float(acc["forces_mae"]),
-            "energy_mae": float(acc["energy_mae"]),
-            "units": {"energy": units["energy"], "forces": f"{units['energy']}/{units['length']}"},
-            "mean_solver_steps": float(summary["mean_solver_steps"]),
-            "mean_adjoint_steps": float(summary["mean_adjoint_steps"]),
-            "first_step_solver_steps": int(summary["first_step_solver_steps"]),
-            "ms_per_step": float(summary["ms_per_step"]),
-            "energy_drift_ev_per_atom_per_ps": summary["energy_drift_ev_per_atom_per_ps"],
-            "unconverged_steps": int(summary["unconverged_steps"]),
-            "reuse_tol": (conservative_reuse_tol if conservative else reuse_tol) if reuse else None,
-            "eval_frames": n_eval,
-        }
+        row_tol = conservative_reuse_tol if model.conservative else reuse_tol
+        report[key], series[key] = _md_row(model, data, n_eval, reuse, row_tol, md_steps, dt_fs, temperature_k,
+                                           seed, progress)
     report["speedup_vs_explicit"] = report["explicit"]["ms_per_step"] / report["deq_reuse"]["ms_per_step"]
     report["speedup_cold_vs_explicit"] = report["explicit"]["ms_per_step"] / report["deq_cold"]["ms_per_step"]
     report["conservative_speedup_vs_explicit"] = (report["explicit_conservative"]["ms_per_step"]
                                                   / report["deq_conservative_reuse"]["ms_per_step"])
+    tol = float(models["deq"].deq_cfg["tol"])
     report["markov"] = markov_check(models["deq"], data, frames=min(markov_frames, len(data)),
                                     tol=tol, reuse_tol=reuse_tol, progress=progress)
     report["md"] = {"steps": md_steps, "ensemble": "nve", "temperature_k": temperature_k, "dt_fs": dt_fs,
-                    "threads": torch.get_num_threads(), "tol": tol, "reuse_tol": reuse_tol,
-                    "conservative_reuse_tol": conservative_reuse_tol}
+                    "threads": torch.get_num_threads(), "tol": tol,
+                    "reuse_tol": report["deq_reuse"]["reuse_tol"],
+                    "conservative_reuse_tol": report["deq_conservative_reuse"]["reuse_tol"]}
     if relax:
         report["relaxation"] = relaxation_act(paths)
     report["seconds_total"] = time.perf_counter() - start
     _write_markdown(out_dir / "report.md", report)
     _plot(out_dir / "solver_steps.png", series, dt_fs)
     return report
+
+
+def _md_row(model: Any, data: Any, n_eval: int, reuse: bool, reuse_tol: float | None, md_steps: int, dt_fs: float,
+            temperature_k: float, seed: int, progress: bool) -> tuple[dict[str, Any], list[int]]:
+    """One demo row: errors on the first ``n_eval`` held-out frames and an NVE MD from frame 0
+    (DEQs solved cold to their ``deq.tol``, warm starts with the calculator's defaults unless
+    ``reuse_tol`` is given). Returns the row and the solver (+ adjoint) steps of each MD step."""
+    from .calculator import DEQCalculator
+    from .simulate.md import run_md
+    from .train.dataset import GraphDataset
+    from .train.evaluate import evaluate
+
+    graphs = GraphDataset(data.subset(range(n_eval)), model.cutoff, model.max_neighbors, next(model.parameters()).dtype)
+    acc = evaluate(model, graphs, batch_size=8)
+    tol = float(model.deq_cfg["tol"]) if model.is_implicit else 1e-4
+    calc = DEQCalculator(model, fp_reuse=reuse, tol=tol, reuse_tol=reuse_tol)
+    atoms = data[0].to_atoms()
+    atoms.calc = None
+    result = run_md(atoms, calc, md_steps, dt_fs=dt_fs, temperature_k=temperature_k, ensemble="nve", seed=seed,
+                    progress=progress)
+    summary = result.summary()
+    units = model.units
+    row = {
+        "forces": "conservative" if model.conservative else "direct",
+        "forces_mae": float(acc["forces_mae"]),
+        "energy_mae": float(acc["energy_mae"]),
+        "units": {"energy": units["energy"], "forces": f"{units['energy']}/{units['length']}"},
+        "mean_solver_steps": float(summary["mean_solver_steps"]),
+        "mean_adjoint_steps": float(summary["mean_adjoint_steps"]),
+        "first_step_solver_steps": int(summary["first_step_solver_steps"]),
+        "ms_per_step": float(summary["ms_per_step"]),
+        "energy_drift_ev_per_atom_per_ps": summary["energy_drift_ev_per_atom_per_ps"],
+        "unconverged_steps": int(summary["unconverged_steps"]),
+        "reuse_tol": calc.reuse_tol if reuse else None,
+        "predictor": calc.predictor.history if reuse else None,
+        "eval_frames": n_eval,
+    }
+    return row, [int(r["solver_steps"]) + int(r["adjoint_steps"]) for r in result.rows]
 
 
 def table(report: dict[str, Any]) -> str:
@@ -192,8 +197,9 @@ def _write_markdown(path: Path, report: dict[str, Any]) -> None:
         f"Held-out GFN2-xTB aspirin frames ({report['deq_cold']['eval_frames']} for the errors) and a "
         f"{md['steps']}-step NVE MD from the same start (velocities at {md['temperature_k']:.0f} K), "
         f"{md['dt_fs']} fs, {md['threads']} torch thread(s); DEQ solves to a relative residual of {md['tol']:g} "
-        f"cold and {md['reuse_tol']:g} ({md['conservative_reuse_tol']:g} for the conservative DEQ) from the "
-        f"previous step's fixed point. Speed-ups compare each row with the explicit model of the same kind of "
+        f"cold and, with the calculator's defaults (each checkpoint's own), {md['reuse_tol']:g} "
+        f"({md['conservative_reuse_tol']:g} for the conservative DEQ) from the previous steps' fixed points. "
+        f"Speed-ups compare each row with the explicit model of the same kind of "
         f"forces. Every number below was measured in this run.\n\n"
         + table(report) + "\n\n"
         f"Markov check over {m['frames']} consecutive frames: mean relative force difference between "

@@ -15,11 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-frames", type=int, default=200)
     parser.add_argument("--markov-frames", type=int, default=40)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--reuse-tol", type=float, default=1e-2,
-                        help="relative residual of warm-started direct-force DEQ solves (default 1e-2)")
-    parser.add_argument("--conservative-reuse-tol", type=float, default=1e-4,
-                        help="relative residual of the conservative DEQ's warm-started solves (default 1e-4: "
-                             "NVE drift 2.6e-6 eV/atom/ps on the demo, 5.5e-4 at 1e-3)")
+    parser.add_argument("--reuse-tol", type=float, default=None,
+                        help="relative residual of warm-started direct-force DEQ solves (default: the checkpoint's "
+                             "deq.reuse_tol, as the calculator)")
+    parser.add_argument("--conservative-reuse-tol", type=float, default=None,
+                        help="relative residual of the conservative DEQ's warm-started solves and adjoint (default: "
+                             "the checkpoint's deq.reuse_tol)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-relax", action="store_true", help="skip the second act (a slab relaxation)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
