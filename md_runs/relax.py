@@ -5,7 +5,11 @@ Writes an ASE trajectory and a per-step CSV log (step, E_pot_eV, fmax_eV_per_A,
 solver_steps, residual, reused, ms) and prints a summary. FixAtoms constraints of the start
 structure (e.g. OC20 ``fixed`` atoms) are respected; fmax is over the free atoms.
 
+Without arguments it relaxes the first bundled held-out EMT slab (an adsorbate/metal pair the
+model never saw) with the bundled slab DEQuiformer.
+
 Example:
+    python md_runs/relax.py                                   # bundled slab model and structure
     python md_runs/relax.py run/best.pt --structure data/emt_val.lmdb --frame 0 \
         --optimizer lbfgs --fmax 0.05 --steps 200 --traj relax.traj --log relax.csv
 """
@@ -25,8 +29,11 @@ except ImportError:  # run from a source checkout without installing
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("checkpoint", help="DEQuiformer or EquiformerV2 checkpoint (.pt)")
-    options.add_structure_arguments(parser)
+    from dequiformer.demo import ASSETS
+
+    parser.add_argument("checkpoint", nargs="?", default=str(ASSETS / "slab_deq.pt"),
+                        help="DEQuiformer or EquiformerV2 checkpoint (.pt); default: the bundled slab DEQuiformer")
+    options.add_structure_arguments(parser, default=str(ASSETS / "slab_heldout.lmdb"))
     parser.add_argument("--optimizer", choices=["bfgs", "lbfgs", "fire"], default="lbfgs")
     parser.add_argument("--fmax", type=float, default=0.05, help="force convergence threshold (eV/A)")
     parser.add_argument("--steps", type=int, default=200, help="maximum optimiser steps")

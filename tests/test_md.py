@@ -160,3 +160,13 @@ def test_npt_md_and_cell_relaxation_from_the_command_line(tmp_path):
                        "--fmax", "1e-5", "--steps", "5", "--quiet", "--traj", str(tmp_path / "r.traj"),
                        "--log", str(tmp_path / "r.csv"), "--dtype", "float64", "--json", str(js)]) == 0
     assert json.loads(js.read_text())["final_volume_a3"] != pytest.approx(crystal.get_volume(), rel=1e-9)
+
+
+def test_relax_script_runs_out_of_the_box_on_the_bundled_slab_model(tmp_path):
+    relax = _load_script("relax")
+    out = tmp_path / "r.json"
+    assert relax.main(["--steps", "3", "--traj", str(tmp_path / "r.traj"), "--log", str(tmp_path / "r.csv"),
+                       "--quiet", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["checkpoint"].endswith("slab_deq.pt") and summary["structure"].endswith("slab_heldout.lmdb")
+    assert summary["steps"] <= 3 and summary["fp_reuse"] is True

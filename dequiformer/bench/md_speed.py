@@ -25,7 +25,9 @@ from ase import Atoms
 
 #: copies of the molecule per system (aspirin: 21, 168, 567, 1344 atoms)
 DEFAULT_COPIES = (1, 8, 27, 64)
-CASES = {"explicit": (False, 1), "deq_cold": (False, 1), "deq_reuse": (True, 1), "deq_predictor": (True, 3)}
+#: case -> (fixed-point reuse, predictor history); ``deq_reuse`` runs the calculator's defaults
+#: (the checkpoint's own deq.reuse_tol and deq.predictor unless --reuse-tol is given)
+CASES = {"explicit": (False, 1), "deq_cold": (False, 1), "deq_reuse": (True, None), "deq_predictor": (True, 3)}
 
 
 def molecule_grid(molecule: Atoms, copies: int, spacing: float = 9.0, periodic: bool = False) -> Atoms:
@@ -71,6 +73,7 @@ def _case_worker(args: dict[str, Any]) -> dict[str, Any]:
     summary = result.summary()
     return {
         "atoms": len(args["atoms"]), "periodic": bool(np.all(args["atoms"].pbc)), "checkpoint": args["label"],
+        "reuse_tol": calc.reuse_tol if reuse else None, "predictor": calc.predictor.history if reuse else None,
         "model": args["case"], "ms_per_step": summary["ms_per_step"], "solver_steps": summary["mean_solver_steps"],
         "adjoint_steps": summary["mean_adjoint_steps"], "first_step_solver_steps": summary["first_step_solver_steps"],
         "unconverged_steps": summary["unconverged_steps"], "peak_rss_mb": peak_rss_mb(), "model_rss_mb": model_rss,
@@ -95,7 +98,7 @@ def _isolated(job: dict[str, Any]) -> dict[str, Any]:
 
 def run_md_speed_benchmark(checkpoints: dict[str, str], molecule: Atoms, copies: Sequence[int] = DEFAULT_COPIES,
                            periodic: bool = False, steps: int = 10, dt_fs: float = 0.5, temperature_k: float = 300.0,
-                           tol: float = 1e-4, reuse_tol: float = 1e-2, dtype: str = "float32", device: str = "cpu",
+                           tol: float = 1e-4, reuse_tol: float | None = None, dtype: str = "float32", device: str = "cpu",
                            threads: int | None = 1, seed: int = 0, isolate: bool = True,
                            progress: bool = True) -> dict[str, Any]:
     """Every (size, checkpoint, case) row; DEQ checkpoints get the three DEQ cases, explicit ones one."""

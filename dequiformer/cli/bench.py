@@ -85,7 +85,9 @@ def _md_arguments(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--periodic", action="store_true", help="make each system a periodic box (cell = the grid)")
     m.add_argument("--steps", type=int, default=10, help="NVE MD steps per case after the first call (default 10)")
     m.add_argument("--tol", type=float, default=1e-4, help="relative residual of cold solves")
-    m.add_argument("--reuse-tol", type=float, default=1e-2, help="relative residual of warm-started solves")
+    m.add_argument("--reuse-tol", type=float, default=None,
+                   help="relative residual of warm-started solves (default: the calculator's, i.e. each checkpoint's "
+                        "deq.reuse_tol)")
     m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
     m.add_argument("--threads", type=int, default=1, help="torch CPU threads per case (default 1)")

@@ -42,9 +42,9 @@ def apply_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
 
 
-def add_structure_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--structure FILE`` and ``--frame I``."""
-    parser.add_argument("--structure", required=True,
+def add_structure_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--structure FILE`` (required unless a ``default`` is given) and ``--frame I``."""
+    parser.add_argument("--structure", required=default is None, default=default,
                         help="start structure: a data set file (npz, OC20 lmdb, ASE db, extxyz) or any file "
                              "ase.io.read understands")
     parser.add_argument("--frame", type=int, default=0,
