@@ -133,3 +133,16 @@ def test_emt_pairs_can_be_held_out(tmp_path):
     assert pairs(train).isdisjoint(held) and pairs(test) <= set(held)
     with pytest.raises(SystemExit, match="ADSORBATE/METAL"):
         gen.main(["--pairs", "Pt/O", "--out", str(tmp_path / "x.lmdb"), "--quiet"])
+
+
+def test_relaxation_endpoints_keep_start_and_relaxed_frame(tmp_path):
+    gen = load_script("generate_emt_relaxations")
+    src = gen.main(["--systems", "3", "--steps", "4", "--seed", "2", "--out", str(tmp_path / "r.lmdb"), "--quiet"])
+    ends = load_script("relaxation_endpoints").main([str(src), str(tmp_path / "ends.lmdb")])
+    full, kept = read_dataset(src), read_dataset(ends)
+    assert len(kept) == 6
+    for sid in range(3):
+        frames = [f for f in full if f.info["sid"] == sid]
+        pair = [f for f in kept if f.info["sid"] == sid]
+        assert [f.info["fid"] for f in pair] == [0, frames[-1].info["fid"]]
+        assert pair[1].energy == pytest.approx(frames[-1].energy) and pair[0].info["system"] == frames[0].info["system"]
