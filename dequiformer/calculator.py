@@ -34,8 +34,8 @@ class DEQCalculator(Calculator):
         device: torch device.
         fp_reuse: start each solve from the previous call's fixed point (DEQ models only).
         tol: relative residual of a cold solve.
-        reuse_tol: relative residual of a warm-started solve (default: 1e-1 for direct forces,
-            1e-4 for a conservative DEQ, whose NVE energy drift with reuse the tolerance sets:
+        reuse_tol: relative residual of a warm-started solve (default: the model's own
+            ``deq.reuse_tol``; a conservative DEQ's sets its NVE energy drift with reuse:
             2.6e-6 eV/atom/ps at 1e-4 and 5.5e-4 at 1e-3 on the demo model, ``bench nve``).
         adjoint_tol: relative residual of the adjoint solve of a conservative DEQ (default: the
             tolerance of the same call's fixed-point solve, ``tol`` cold and ``reuse_tol`` warm:
@@ -46,10 +46,11 @@ class DEQCalculator(Calculator):
             extrapolated from: 1 reuses the last one, 2 and 3 extrapolate linearly and
             quadratically along the trajectory, falling back to lower orders where the atoms'
             own path does not follow the extrapolation (:class:`~dequiformer.deq.predictor.FixedPointPredictor`).
-            Default: 3 when ``reuse_tol <= 1e-3``, else 1. Extrapolation also extrapolates each
-            state's solver error, so it pays only for tight solves: on the demo DEQ along 0.5 fs
-            aspirin frames it cut solver steps from 8.6 to 5.6 at ``reuse_tol`` 1e-3 and from 14.0
-            to 10.1 at 1e-4, but raised them (and the force error) at 1e-2 and 1e-1.
+            Default: the model's ``deq.predictor``, or when that is null 3 for ``reuse_tol <= 1e-3``
+            and 1 above. Extrapolation also extrapolates each state's solver error, so on a layer
+            that is not contractive it pays only for tight solves: on the session-3 demo DEQ along
+            0.5 fs aspirin frames it cut solver steps from 8.6 to 5.6 at ``reuse_tol`` 1e-3 and from
+            14.0 to 10.1 at 1e-4, but raised them (and the force error) at 1e-2 and 1e-1.
         dtype: ``"float32"`` or ``"float64"``.
 
     Forces are the model's: the direct head's, or ``-dE/dpos`` for a model trained with

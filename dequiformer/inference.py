@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .data.units import energy_factor, length_factor
+from .deq.predictor import EXTRAPOLATION
 
 __all__ = ["OutputUnits", "SolveSettings"]
 
@@ -49,6 +50,8 @@ class SolveSettings:
             raise ValueError(f"max_iter must be >= 1, got {max_iter}")
         if predictor is None:  # extrapolation pays only for tight solves (measured, see the calculator)
             predictor = 3 if float(reuse_tol) <= 1e-3 else 1
+        if predictor not in EXTRAPOLATION:
+            raise ValueError(f"predictor history must be one of {sorted(EXTRAPOLATION)}, got {predictor!r}")
         return cls(float(tol), float(reuse_tol), None if adjoint_tol is None else float(adjoint_tol),
                    None if max_iter is None else int(max_iter), int(predictor))
 

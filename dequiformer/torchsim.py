@@ -35,6 +35,12 @@ from .inference import OutputUnits, SolveSettings
 __all__ = ["DEQTorchSimModel"]
 
 
+def _system_slices(graph: AtomicGraph) -> list[slice]:
+    """The rows of each graph of a batch (systems are stored one after another)."""
+    bounds = torch.cumsum(graph.natoms.cpu(), 0).tolist()
+    return [slice(a, e) for a, e in zip([0] + bounds[:-1], bounds)]
+
+
 class DEQTorchSimModel(ModelInterface):
     """A dequiformer model as a TorchSim ``ModelInterface`` (energies in eV, forces in eV/A,
     stress in eV/A^3 with ASE's sign, whatever the training units).
@@ -45,13 +51,13 @@ class DEQTorchSimModel(ModelInterface):
         dtype: ``torch.float32`` or ``torch.float64``.
         fp_reuse: start each system's solve from its own last fixed point (DEQ models only).
         tol: relative residual of cold solves.
-        reuse_tol: relative residual of warm-started solves (default as in ``DEQCalculator``:
-            1e-4 for a conservative DEQ, else 1e-1). A batch in which any system starts cold is
-            solved to ``tol`` throughout (one tolerance per call).
+        reuse_tol: relative residual of warm-started solves (default as in ``DEQCalculator``: the
+            model's own ``deq.reuse_tol``). A batch in which any system starts cold is solved to
+            ``tol`` throughout (one tolerance per call).
         adjoint_tol: adjoint residual of a conservative DEQ (default: the call's tolerance).
         max_iter: solver iteration cap (default: the model's ``deq.max_iter``).
         predictor: past fixed points each system's start is extrapolated from (1-3; default as
-            in ``DEQCalculator``: 3 when ``reuse_tol <= 1e-3``, else 1).
+            in ``DEQCalculator``: the model's ``deq.predictor``).
         max_jump: a system's warm start is dropped when any atom moved further than this (A).
         compute_stress: give ``stress`` on periodic states (default: for conservative models;
             direct-force models cannot).
@@ -99,7 +105,6 @@ class DEQTorchSimModel(ModelInterface):
         self._compute_forces = True
         self.fp_reuse = bool(fp_reuse) and self.is_deq
         self.settings = SolveSettings.for_model(self.model, tol, reuse_tol, adjoint_tol, max_iter, predictor)
-        FixedPointPredictor(self.settings.predictor)  # validates the history length now, not at the first call
         self.max_jump = float(max_jump)
         self._predictors: list[FixedPointPredictor] = []
         self.units = OutputUnits.for_model(self.model)
@@ -139,17 +144,17 @@ class DEQTorchSimModel(ModelInterface):
         while len(self._predictors) < n_systems:
             self._predictors.append(FixedPointPredictor(self.settings.predictor, max_jump=self.max_jump))
         del self._predictors[n_systems:]
-        bounds = torch.cumsum(graph.natoms.cpu(), 0).tolist()
-        starts = [0] + bounds[:-1]
-        guesses = [p.predict(positions[a:e], labels=graph.atomic_numbers[a:e].cpu())
-                   for p, a, e in zip(self._predictors, starts, bounds)]
+        slices = _system_slices(graph)
+        guesses = [p.predict(positions[rows], labels=graph.atomic_numbers[rows].cpu())
+                   for p, rows in zip(self._predictors, slices)]
         warm = [bool(g) for g in guesses]
         stacked: dict[str, torch.Tensor] = {}
         if any(warm):
             template = next(g for g in guesses if g)
             for name in template:
-                parts = [g[name] if name in g else template[name].new_zeros(e - a, *template[name].shape[1:])
-                         for g, a, e in zip(guesses, starts, bounds)]
+                parts = [g[name] if name in g else template[name].new_zeros(rows.stop - rows.start,
+                                                                             *template[name].shape[1:])
+                         for g, rows in zip(guesses, slices)]
                 stacked[name] = torch.cat(parts).to(device=self._device, dtype=self._dtype)
         return stacked, warm
 
@@ -161,7 +166,7 @@ class DEQTorchSimModel(ModelInterface):
         get = (lambda k: state[k]) if isinstance(state, dict) else (lambda k: getattr(state, k))
         positions = get("positions")
         numbers = get("atomic_numbers")
-        system_idx = get("system_idx") if (isinstance(state, dict) and "system_idx" in state) or not isinstance(state, dict) else None
+        system_idx = state.get("system_idx") if isinstance(state, dict) else state.system_idx
         if system_idx is None:
             system_idx = torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
         cell = get("cell")
@@ -188,11 +193,10 @@ class DEQTorchSimModel(ModelInterface):
         return result
 
     def _record(self, graph: AtomicGraph, coords: torch.Tensor, out: dict[str, Any]) -> None:
-        bounds = torch.cumsum(graph.natoms.cpu(), 0).tolist()
         adjoint = out.get("adjoint_vector")
-        for p, a, e in zip(self._predictors, [0] + bounds[:-1], bounds):
-            p.record(coords[a:e], labels=graph.atomic_numbers[a:e].cpu(), z=out["fixed_point"][a:e],
-                     adjoint=None if adjoint is None else adjoint[a:e])
+        for p, rows in zip(self._predictors, _system_slices(graph)):
+            p.record(coords[rows], labels=graph.atomic_numbers[rows].cpu(), z=out["fixed_point"][rows],
+                     adjoint=None if adjoint is None else adjoint[rows])
 
     def _update_stats(self, out: dict[str, Any], warm: list[bool], seconds: float) -> None:
         self.calls += 1

@@ -65,12 +65,16 @@ class FixedPointPredictor:
         self._labels = None
         self.last_order = 0
 
+    def _labels_match(self, labels: torch.Tensor) -> bool:
+        """Whether ``labels`` are those the history was recorded with."""
+        return self._labels is not None and torch.equal(torch.as_tensor(labels).detach().cpu().long(), self._labels)
+
     def _fits(self, coords: torch.Tensor, labels: torch.Tensor | None) -> bool:
         """Whether the history belongs to these rows: same shape, same labels (when given), and
         no row further than ``max_jump`` from the last recorded coordinates."""
         if not self._coords or coords.shape != self._coords[0].shape:
             return False
-        if labels is not None and (self._labels is None or not torch.equal(labels.detach().cpu().long(), self._labels)):
+        if labels is not None and not self._labels_match(labels):
             return False
         if self.max_jump is not None and coords.numel():
             jump = torch.linalg.vector_norm((coords - self._coords[0]).reshape(coords.shape[0], -1), dim=1).max()
@@ -86,7 +90,7 @@ class FixedPointPredictor:
         coords = coords.detach().to(torch.float64).clone()
         labels = None if labels is None else torch.as_tensor(labels).detach().cpu().long().clone()
         if self._coords and (self._coords[-1].shape != coords.shape
-                             or (labels is not None and not (self._labels is not None and torch.equal(labels, self._labels)))):
+                             or (labels is not None and not self._labels_match(labels))):
             self.reset()
         self._labels = labels
         self._coords.appendleft(coords)
@@ -96,8 +100,6 @@ class FixedPointPredictor:
         """The highest history length whose extrapolation of the coordinates passes the guard
         (0 with no history, or one that does not fit the rows: see the class docstring)."""
         coords = coords.detach().to(torch.float64)
-        if labels is not None:
-            labels = torch.as_tensor(labels)
         if not self._fits(coords, labels):
             return 0
         moved = torch.linalg.vector_norm(coords - self._coords[0])
