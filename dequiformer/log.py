@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["RankFilter", "add_log_file", "setup_logging"]
+__all__ = ["RankFilter", "add_log_file", "ensure_logging", "remove_log_file", "setup_logging"]
 
 ROOT = "dequiformer"
 
@@ -66,6 +66,22 @@ def setup_logging(level: int = logging.INFO, rank: int | None = None) -> logging
         handler.addFilter(RankFilter(rank))
         logger.addHandler(handler)
     return logger
+
+
+def ensure_logging(rank: int | None = None) -> None:
+    """:func:`setup_logging` unless something (the command line, the user) configured the
+    ``dequiformer`` logger already: library entry points used from Python still show their lines."""
+    if not logging.getLogger(ROOT).handlers:
+        setup_logging(rank=rank)
+
+
+def remove_log_file(path: str | Path) -> None:
+    """Detach and close the handler :func:`add_log_file` made for ``path`` (no error if none)."""
+    logger = logging.getLogger(ROOT)
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == Path(path).resolve():
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def add_log_file(path: str | Path, rank: int | None = None) -> logging.Handler:

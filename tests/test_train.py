@@ -300,3 +300,14 @@ def test_max_seconds_stops_after_the_epoch_that_exhausts_the_budget(ethanol_npz,
     assert len(rows) == 1 and rows[0]["elapsed"] == pytest.approx(summary["seconds"])
     with pytest.raises(ValueError, match="train.max_seconds"):
         resolve_train({"max_seconds": -1})
+
+
+def test_runs_in_one_process_each_log_to_their_own_train_log(ethanol_npz, tmp_path):
+    import logging
+
+    cfg = tiny_config(ethanol_npz, epochs=1)
+    Trainer(cfg, tmp_path / "a").fit()
+    Trainer(cfg, tmp_path / "b").fit()
+    log_a, log_b = (tmp_path / "a" / "train.log").read_text(), (tmp_path / "b" / "train.log").read_text()
+    assert log_a.count("epoch 1/1") == 1 and log_b.count("epoch 1/1") == 1
+    assert not [h for h in logging.getLogger("dequiformer").handlers if isinstance(h, logging.FileHandler)]

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..log import ROOT as LOG_ROOT
-from ..log import setup_logging
+from ..log import ensure_logging
 from ..rundir import set_rng_state, write_json
 from ..train.metrics_log import write_metrics_csv
 from .checkpoint import classifier_state, load_classifier_checkpoint, save_classifier_checkpoint
@@ -295,8 +294,7 @@ def fit(route: Route, run_dir: str | Path, *, resume: str | Path | None = None,
     ``resume``: a checkpoint of the same route whose ``model`` and ``data`` sections equal the
     config's; training continues after its epoch. ``log``: also receives each progress line.
     """
-    if not logging.getLogger(LOG_ROOT).handlers:  # used from Python without the CLI: lines still show
-        setup_logging()
+    ensure_logging()  # used from Python without the CLI: lines still show
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     optimizer, scheduler = make_optimizer(route.model, route.cfg["train"], len(route.splits.train_y))

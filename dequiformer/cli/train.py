@@ -6,6 +6,7 @@ process takes ``train.batch_size`` structures per step; gloo on CPU, nccl on GPU
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -61,8 +62,9 @@ def _run(args: argparse.Namespace) -> int:
         summary = Trainer(cfg, run_dir, resume_state=state, info=info).fit()
     except BaseException:
         # a run that failed before its first checkpoint leaves no half-made run directory behind
+        # (the trainer has released the run's train.log by the time its errors reach here)
         if fresh and info.is_main and run_dir.is_dir() and not (run_dir / "last.pt").exists():
-            _remove_run_dir(run_dir)
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
         shutdown(info)
@@ -73,17 +75,6 @@ def _run(args: argparse.Namespace) -> int:
         best = summary["best"]
         print(f"done: {run_dir} (best epoch {best['epoch']}, val forces MAE {best['val_forces_mae']:.5g})")
     return 0
-
-
-def _remove_run_dir(run_dir: Path) -> None:
-    import logging
-    import shutil
-
-    for handler in list(logging.getLogger("dequiformer").handlers):  # release the run's train.log
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
-            logging.getLogger("dequiformer").removeHandler(handler)
-            handler.close()
-    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import torch
 
 from .. import __version__
 from ..config import save_config
-from ..log import add_log_file, setup_logging
+from ..log import add_log_file, ensure_logging, remove_log_file
 from ..data.normalization import Normalizer, fit_normalizer
 from ..data.splits import datasets_from_config
 from ..models import build_model
@@ -125,14 +125,19 @@ class Trainer:
         random.seed(seed + self.info.rank)
         np.random.seed((seed + self.info.rank) % 2**32)
         torch.manual_seed(seed + self.info.rank)
-        train_frames = self._load_data(cfg)
-        self._build_model(train_frames, resume_state, seed)
-        self._build_optimization()
+        try:  # train.log is attached only while the trainer works (here and in fit)
+            train_frames = self._load_data(cfg)
+            self._build_model(train_frames, resume_state, seed)
+            self._build_optimization()
+        finally:
+            if self.info.is_main:
+                remove_log_file(self.run_dir / "train.log")
         self.elapsed = 0.0  # wall seconds of training + validation, carried over on resume
         self.epoch = 0
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": None, "val_forces_mae": math.inf}
+        self._partial: dict[str, Any] | None = None  # progress of a checkpoint written mid-epoch
         if resume_state is not None:
             self._restore(resume_state)
         self.ddp_model = wrap_ddp(self.model, self.info, bool(self.tcfg["find_unused_parameters"]))
@@ -144,8 +149,7 @@ class Trainer:
         """Splits (rank 0 makes or reuses ``splits.npz``, the others read it), graph datasets, the
         run's resolved config and units; returns the training frames."""
         data_cfg = resolve_data_extras(cfg["data"])
-        if not logging.getLogger("dequiformer").handlers:  # used from Python without the CLI
-            setup_logging(rank=self.info.rank)
+        ensure_logging(rank=self.info.rank)
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             add_log_file(self.run_dir / "train.log", rank=self.info.rank)
@@ -293,7 +297,7 @@ class Trainer:
         sums: dict[str, float] = {}
         loss_sum, skipped, first, seconds_before = 0.0, 0, 0, 0.0
         batches = self._train_batches(epoch)
-        partial, self._partial = getattr(self, "_partial", None), None
+        partial, self._partial = self._partial, None
         if partial and int(partial["epoch"]) == epoch:  # resume inside this epoch: same batch order, skip done
             first, loss_sum, skipped = int(partial["batches_done"]), float(partial["loss_sum"]), int(partial["skipped"])
             sums, seconds_before = dict(partial["sums"]), float(partial["seconds"])
@@ -398,7 +402,18 @@ class Trainer:
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train from ``self.epoch`` to ``train.epochs`` (or only until epoch ``stop_after``, leaving a
-        resumable run as an interrupted one would); returns the last metrics row and the best."""
+        resumable run as an interrupted one would); returns the last metrics row and the best.
+        The run's ``train.log`` is written while it trains and released after, so runs made one
+        after another in a process each log to their own file only."""
+        if self.info.is_main:
+            add_log_file(self.run_dir / "train.log", rank=self.info.rank)
+        try:
+            return self._fit(stop_after)
+        finally:
+            if self.info.is_main:
+                remove_log_file(self.run_dir / "train.log")
+
+    def _fit(self, stop_after: int | None) -> dict[str, Any]:
         epochs = int(self.tcfg["epochs"])
         end = epochs if stop_after is None else min(int(stop_after), epochs)
         if self.info.is_main and self.epoch == 0:
