@@ -84,9 +84,10 @@ def run_batched_benchmark(checkpoints: dict[str, str], molecule: Atoms, systems:
     jobs = [(label, count, mode) for label in checkpoints for count in systems
             for mode in ("ase_one_by_one", "torchsim_batched")]
     runners = {"ase_one_by_one": _ase_one_by_one, "torchsim_batched": _torchsim_batched}
+    models = {label: load_model(path, device=device) for label, path in checkpoints.items()}
     rows = []
     for label, count, mode in tqdm(jobs, desc="bench batched", unit="case", disable=not progress):
-        model = load_model(checkpoints[label], device=device)
+        model = models[label]
         result = runners[mode](model, _systems(molecule, count, seed), steps, dt_fs, temperature_k, tol, reuse_tol,
                                dtype, device, seed)
         rows.append({"checkpoint": label, "mode": mode, "systems": count, "atoms": len(molecule), "steps": steps,
@@ -110,13 +111,10 @@ def plot_batched(report: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import save_figure
+    from .figures import plot_series, save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for label, mode in sorted({(r["checkpoint"], r["mode"]) for r in report["rows"]}):
-        pts = sorted((r["systems"], r["structure_steps_per_s"]) for r in report["rows"]
-                     if r["checkpoint"] == label and r["mode"] == mode)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label}: {mode}")
+    plot_series(ax, report["rows"], "systems", "structure_steps_per_s", ("checkpoint", "mode"))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("systems")
     ax.set_ylabel("structure MD steps per second")

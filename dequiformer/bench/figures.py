@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
@@ -17,3 +17,11 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def plot_series(ax: Any, rows: Sequence[dict[str, Any]], x: str, y: str, group: tuple[str, str]) -> None:
+    """One line of ``y`` against ``x`` (sorted by ``x``) per distinct pair of ``group`` values,
+    labelled ``"first: second"``."""
+    for a, b in sorted({(r[group[0]], r[group[1]]) for r in rows}):
+        pts = sorted((r[x], r[y]) for r in rows if r[group[0]] == a and r[group[1]] == b)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{a}: {b}")

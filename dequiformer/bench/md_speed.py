@@ -137,14 +137,10 @@ def plot_md_speed(report: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import save_figure
+    from .figures import plot_series, save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    keys = sorted({(r["checkpoint"], r["model"]) for r in report["rows"]})
-    for label, model in keys:
-        pts = sorted((r["atoms"], r["ms_per_step"]) for r in report["rows"]
-                     if r["checkpoint"] == label and r["model"] == model)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label}: {model}")
+    plot_series(ax, report["rows"], "atoms", "ms_per_step", ("checkpoint", "model"))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("atoms")

@@ -4,6 +4,7 @@ speed and memory against system size."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
 
@@ -144,21 +145,28 @@ def _checkpoint_specs(specs: list[str], default: list[str]) -> dict[str, str]:
     return out
 
 
+def _demo_models_and_molecule(args: argparse.Namespace) -> tuple[dict[str, str], Any]:
+    """``--checkpoint`` specs (default: the bundled demo DEQ and 8-block model) and the molecule of
+    ``--structure`` / ``--frame`` (default: the first bundled held-out aspirin frame)."""
+    from ..demo import ASSETS
+    from ..simulate.structures import load_structure
+
+    checkpoints = _checkpoint_specs(args.checkpoints, [str(ASSETS / "deq.pt"), str(ASSETS / "explicit8.pt")])
+    return checkpoints, load_structure(args.structure or str(ASSETS / "aspirin_heldout.npz"), args.frame)
+
+
 def _run_md_speed(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
     from ..bench.md_speed import plot_md_speed, run_md_speed_benchmark
-    from ..demo import ASSETS
-    from ..simulate.structures import load_structure
     from ..train.checkpoint import CheckpointError
     from ..rundir import write_json
 
     try:
         if args.steps < 1 or min(args.copies) < 1:
             raise ValueError(f"need --steps >= 1 and --copies >= 1 (got {args.steps}, {args.copies})")
-        checkpoints = _checkpoint_specs(args.checkpoints, [str(ASSETS / "deq.pt"), str(ASSETS / "explicit8.pt")])
-        molecule = load_structure(args.structure or str(ASSETS / "aspirin_heldout.npz"), args.frame)
+        checkpoints, molecule = _demo_models_and_molecule(args)
         report = run_md_speed_benchmark(checkpoints, molecule, args.copies, args.periodic, args.steps, tol=args.tol,
                                         reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
                                         threads=args.threads, isolate=not args.no_isolate, progress=not args.quiet)
@@ -183,8 +191,6 @@ def _run_batched(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..demo import ASSETS
-    from ..simulate.structures import load_structure
     from ..train.checkpoint import CheckpointError
     from ..rundir import write_json
 
@@ -196,8 +202,7 @@ def _run_batched(args: argparse.Namespace) -> int:
     try:
         if args.steps < 1 or min(args.systems) < 1:
             raise ValueError(f"need --steps >= 1 and --systems >= 1 (got {args.steps}, {args.systems})")
-        checkpoints = _checkpoint_specs(args.checkpoints, [str(ASSETS / "deq.pt"), str(ASSETS / "explicit8.pt")])
-        molecule = load_structure(args.structure or str(ASSETS / "aspirin_heldout.npz"), args.frame)
+        checkpoints, molecule = _demo_models_and_molecule(args)
         report = run_batched_benchmark(checkpoints, molecule, args.systems, args.steps, tol=args.tol,
                                        reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
                                        threads=args.threads, progress=not args.quiet)

@@ -138,10 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     model = build_from_checkpoint(state, use_ema=not args.raw_weights, device=device, where=str(checkpoint))
     units = model.units
     options = reader_options(args.options, state["config"], args.data, args.format)
-    try:
-        dataset = read_dataset(args.data, args.format, **options)
-    except TypeError as exc:  # an option the reader does not take
-        raise ValueError(str(exc)) from exc
+    dataset = read_dataset(args.data, args.format, **options)  # an unknown option is a ValueError too
     indices, note = select_indices(checkpoint, dataset, args.split, args.data, state["config"])
     if indices is not None:
         dataset = dataset.subset(indices)

@@ -15,7 +15,7 @@ def add_solver_arguments(parser: argparse.ArgumentParser, reuse_flag: bool = Tru
                             help="solve every force call cold (no fixed-point reuse)")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative residual of a cold solve")
     parser.add_argument("--reuse-tol", type=float, default=None,
-                        help="relative residual of a warm-started solve (default 1e-1, 1e-4 for a conservative DEQ)")
+                        help="relative residual of a warm-started solve (default: the checkpoint's deq.reuse_tol)")
     parser.add_argument("--max-iter", type=int, default=None,
                         help="solver iteration cap per force call (default: the checkpoint's deq.max_iter)")
     parser.add_argument("--predictor", type=int, choices=[1, 2, 3], default=None,

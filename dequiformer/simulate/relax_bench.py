@@ -28,7 +28,8 @@ from .relax import OPTIMIZERS, run_relaxation
 from .structures import open_dataset
 
 MODES = ("explicit", "deq_cold", "deq_reuse", "deq_reuse_relaxed", "deq_predictor")
-ROW_UNITS = {"final_energy_mae_ev": "eV (per system, against the data's relaxed energy)", "seconds_mean": "s", "seconds_std": "s", "solver_steps_mean": "layer-block evaluations per force call",
+ROW_UNITS = {"final_energy_mae_ev": "eV (per system, against the data's relaxed energy)",
+             "seconds_mean": "s", "seconds_std": "s", "solver_steps_mean": "layer-block evaluations per force call",
              "solver_steps_std": "layer-block evaluations per force call", "final_fmax_mean": "eV/A",
              "energy_mae_ev": "eV (per system)", "forces_mae_ev_per_a": "eV/A"}
 

@@ -6,14 +6,14 @@ from typing import Any, Sequence
 
 from .metrics_log import read_metrics_csv
 
-#: panels: (title, [(column, label)], log scale)
+#: panels: (title, unit template for the run's energy unit or None, [(column, label)], log scale)
 PANELS = (
-    ("energy MAE", [("train_energy_mae", "train"), ("val_energy_mae", "val")], True),
-    ("force MAE", [("train_forces_mae", "train"), ("val_forces_mae", "val")], True),
-    ("learning rate", [("lr", "lr")], True),
-    ("solver steps per structure", [("train_solver_steps", "train fwd"), ("train_bwd_steps", "train bwd"),
-                                    ("val_solver_steps", "val fwd")], False),
-    ("Jacobian spectral radius (DEQ)", [("val_jacobian_radius", "val")], False),
+    ("energy MAE", "{}", [("train_energy_mae", "train"), ("val_energy_mae", "val")], True),
+    ("force MAE", "{}/A", [("train_forces_mae", "train"), ("val_forces_mae", "val")], True),
+    ("learning rate", None, [("lr", "lr")], True),
+    ("solver steps per structure", None, [("train_solver_steps", "train fwd"), ("train_bwd_steps", "train bwd"),
+                                          ("val_solver_steps", "val fwd")], False),
+    ("Jacobian spectral radius (DEQ)", None, [("val_jacobian_radius", "val")], False),
 )
 
 
@@ -54,7 +54,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, x: str = "epoch")
     styles = ("-", "--", ":")
     for i, (name, rows, unit) in enumerate(runs):
         xs = [r["epoch"] if x == "epoch" else (r.get("elapsed") or 0.0) / 60 for r in rows]
-        for ax, (title, columns, log) in zip(axes, PANELS):
+        for ax, (title, unit_template, columns, log) in zip(axes, PANELS):
             for j, (column, label) in enumerate(columns):
                 pts = [(a, r.get(column)) for a, r in zip(xs, rows) if r.get(column) is not None]
                 if pts:
@@ -62,8 +62,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, x: str = "epoch")
                             marker="o", ms=2.5, label=f"{name} {label}")
             if log and ax.lines:
                 ax.set_yscale("log")
-            unit_text = f" ({unit})" if unit and title == "energy MAE" else (f" ({unit}/A)" if unit and
-                                                                               title == "force MAE" else "")
+            unit_text = f" ({unit_template.format(unit)})" if unit and unit_template else ""
             ax.set_title(title + unit_text, fontsize=9)
             ax.set_xlabel("epoch" if x == "epoch" else "training wall time (min)")
             ax.grid(alpha=0.3)
