@@ -81,3 +81,31 @@ def test_jacobian_regulariser_makes_the_layer_more_contractive():
     assert out["jacobian_loss"].item() > 0
     after = float(model.jacobian_radius(g, iters=20).mean())
     assert after < 0.8 * before
+
+
+def test_radius_penalty_holds_the_dominant_mode_below_its_target():
+    torch.manual_seed(0)
+    cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
+    model = build_model(cfg, {"tol": 1e-4, "max_iter": 40, "radius_reg": 1.0, "radius_target": 0.2,
+                              "fp_correction": {"states": 0}}).double()
+    g = _labelled()
+    before = float(model.jacobian_radius(g, iters=20).max())
+    assert before > 0.3
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        model.train()
+        out = model(g)
+        opt.zero_grad()
+        out["radius_loss"].backward()
+        opt.step()
+    assert out["train_radius"].shape == (1,)
+    after = float(model.jacobian_radius(g, iters=20).max())
+    assert after < 0.7 * before
+    # below the target the hinge is exactly zero: no pull on the weights
+    model.deq_cfg["radius_target"] = 10.0
+    assert float(model(g)["radius_loss"]) == 0.0
+
+
+def test_negative_radius_penalty_is_refused():
+    with pytest.raises(ValueError, match="radius_reg"):
+        build_model({**TINY, "name": "dequiformer"}, {"radius_reg": -1})

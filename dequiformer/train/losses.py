@@ -169,6 +169,11 @@ class ForceFieldLoss:
         if jac is not None:  # DEQ Jacobian regulariser, already weighted by deq.jacobian_reg
             loss = loss + jac
             parts["jacobian_loss"] = float(jac.detach())
+        rad = out.get("radius_loss")
+        if rad is not None:  # DEQ spectral-radius hinge, already weighted by deq.radius_reg
+            loss = loss + rad
+            parts["radius_loss"] = float(rad.detach())
+            parts["train_radius"] = float(out["train_radius"].mean())
         parts["loss"] = float(loss.detach())
         return loss, parts
 
