@@ -150,11 +150,11 @@ def test_malformed_yaml_devices_solver_options_and_reader_options_are_named(tmp_
     # per-solver options: Broyden's memory and forward iteration's damping are settable and checked
     cfg = resolve_deq({"solver": "broyden", "broyden": {"memory": 7}, "forward": {"damping": 0.3}})
     assert cfg["broyden"] == {"memory": 7} and cfg["forward"] == {"damping": 0.3} and cfg["anderson"]["m"] == 5
-    with pytest.raises(ValueError, match=r"deq.broyden.memory must be >= 1"):
+    with pytest.raises(ValueError, match=r"deq.broyden.memory must be an integer >= 1, got 0"):
         resolve_deq({"broyden": {"memory": 0}})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['beta'\] in deq.forward"):
         resolve_deq({"forward": {"beta": 0.5}})
-    with pytest.raises(ValueError, match="unknown solver 'newton'"):
+    with pytest.raises(ValueError, match="deq.solver must be one of 'anderson', 'broyden', 'forward', got 'newton'"):
         resolve_deq({"solver": "newton"})
     assert DEQConvClassifier._solver_kwargs({"solver": "forward", "damping": 0.2, "m": 5}) == {"damping": 0.2}
 

@@ -1,7 +1,6 @@
 """DEQuiformer: EquiformerV2 whose block stack is one implicit layer solved to its fixed point."""
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -9,7 +8,8 @@ import torch
 from ..data.graph import AtomicGraph
 from ..deq import fixed_point_with_grad
 from ..deq.implicit import adjoint_solve, attach_tangent_solve
-from ..deq.solvers import SOLVER_OPTIONS, get_solver, solver_options
+from ..deq.settings import solve_schema
+from ..schema import Option, defaults, resolve_section
 from ..deq.diagnostics import jacobian_frobenius, jacobian_spectral_radius, spectral_radius_penalty
 from ..nn.context import EdgeContext
 from ..nn.scatter import scatter_sum
@@ -17,76 +17,40 @@ from .base import ForceFieldModel
 from .blocks import TransformerBlock
 from .derivatives import Displacement, displace
 
-DEQ_DEFAULTS: dict[str, Any] = {
-    "solver": "anderson",
-    # per-solver options (deq.solvers.SOLVER_OPTIONS): Anderson's window / mixing / regularisation,
-    # Broyden's memory, forward iteration's damping
-    **{name: dict(opts) for name, opts in SOLVER_OPTIONS.items()},
-    "max_iter": 40,
-    "tol": 1e-4,
-    "reuse_tol": 1e-1,
-    # warm starts at inference (calculator, TorchSim): past fixed points extrapolated from, 1-3;
-    # null = 3 when reuse_tol <= 1e-3, else 1 (see deq.predictor.FixedPointPredictor)
-    "predictor": None,
-    "grad": "ift",
-    "phantom_steps": 1,
-    "phantom_tau": 1.0,
-    "b_tol": 1e-4,
-    "b_max_iter": 40,
-    "fp_correction": {"states": 3, "weight": 0.8},
+DEQ_SCHEMA: dict[str, Option] = {
+    **solve_schema(tol=1e-4, max_iter=40, b_tol=1e-4, b_max_iter=40),
+    # warm starts at inference (calculator, TorchSim): relative residual of a warm-started solve,
+    # and past fixed points extrapolated from, 1-3; null = 3 when reuse_tol <= 1e-3, else 1
+    # (see deq.predictor.FixedPointPredictor)
+    "reuse_tol": Option(1e-1, float, low=0, low_open=True),
+    "predictor": Option(None, int, nullable=True, choices=(1, 2, 3)),
+    "phantom_steps": Option(1, int, low=1),
+    "phantom_tau": Option(1.0, float, low=0, low_open=True),
+    # loss on intermediate solver states, weight ** (K - k) for the k-th of K
+    "fp_correction": Option(None, dict, fields={"states": Option(3, int, low=0), "weight": Option(0.8, float, low=0)}),
     # training memory: the tracked layer evaluations (f(z*) and the correction states) and the
     # heads on each correction state are recomputed in backward instead of being stored, so
     # one of them is alive at a time (activation checkpointing; costs 1 + states extra f calls)
-    "recompute": True,
+    "recompute": Option(True, bool),
     # Jacobian regularisation (Bai, Koltun, Kolter 2021): in training, add
     # jacobian_reg * ||J||_F^2 / dim at the fixed point (one Hutchinson sample per step) to the
     # loss, which keeps the layer contractive; 0 turns it off
-    "jacobian_reg": 0.0,
+    "jacobian_reg": Option(0.0, float, low=0),
     # spectral-radius penalty: in training, add radius_reg * mean_g relu(rho_g - radius_target)^2
     # with rho_g a 3-step power-iteration estimate of the layer's spectral radius at each graph's
     # fixed point. The Frobenius penalty above bounds the mean singular value and let the dominant
     # mode pass 1 late in training (configs/demo/README.md); this one holds that mode below the
     # target, where warm starts converge in a step or two. 0 turns it off.
-    "radius_reg": 0.0,
-    "radius_target": 0.5,
+    "radius_reg": Option(0.0, float, low=0),
+    "radius_target": Option(0.5, float, low=0),
 }
+DEQ_DEFAULTS: dict[str, Any] = defaults(DEQ_SCHEMA)
 
 
 def resolve_deq(deq_cfg: dict | None) -> dict:
-    """Fill the ``deq`` section's defaults; unknown keys are an error naming the key."""
-    cfg = copy.deepcopy(DEQ_DEFAULTS)
-    for key, value in (deq_cfg or {}).items():
-        if key not in DEQ_DEFAULTS:
-            raise ValueError(f"unknown deq config key {key!r}; valid keys: {sorted(DEQ_DEFAULTS)}")
-        if isinstance(DEQ_DEFAULTS[key], dict):
-            if not isinstance(value, dict):
-                raise ValueError(f"deq.{key} must be a mapping, got {value!r}")
-            bad = sorted(set(value) - set(DEQ_DEFAULTS[key]))
-            if bad:
-                raise ValueError(f"unknown key(s) {bad} in deq.{key}; valid: {sorted(DEQ_DEFAULTS[key])}")
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    for name in SOLVER_OPTIONS:
-        cfg[name] = solver_options(name, cfg[name])
-    get_solver(cfg["solver"])  # an unknown solver name is an error here, not at the first solve
-    if cfg["grad"] not in ("ift", "phantom", "none"):
-        raise ValueError(f"deq.grad must be 'ift', 'phantom' or 'none', got {cfg['grad']!r}")
-    for key in ("tol", "reuse_tol", "b_tol"):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) > 0:
-            raise ValueError(f"deq.{key} must be a positive number, got {value!r}")
-    for key in ("max_iter", "b_max_iter", "phantom_steps"):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"deq.{key} must be a positive integer, got {value!r}")
-    if cfg["predictor"] is not None and cfg["predictor"] not in (1, 2, 3):
-        raise ValueError(f"deq.predictor must be 1, 2, 3 or null, got {cfg['predictor']!r}")
-    for key in ("jacobian_reg", "radius_reg", "radius_target"):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"deq.{key} must be a number >= 0, got {value!r}")
-    return cfg
+    """The ``deq`` section with defaults filled and every value checked (:data:`DEQ_SCHEMA`);
+    errors name ``deq.<key>``."""
+    return resolve_section("deq", deq_cfg, DEQ_SCHEMA)
 
 
 def rescale_per_graph(v: torch.Tensor, ref: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
