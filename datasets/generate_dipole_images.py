@@ -2,7 +2,8 @@
 """Generate an offline polar / non-polar graph-image data set with GFN2-xTB dipoles.
 
 No downloads: molecules are enumerated from SMILES fragment lists (substituted
-benzenes and pyridines, amides, X-(CH2)n-Y chains) plus ASE's G2 set; geometries
+benzenes, pyridines, thiophenes, furans and pyrroles, amides, X-(CH2)n-Y chains;
+about 10,000 unique canonical SMILES) plus ASE's G2 set; geometries
 from RDKit ETKDG + MMFF94; dipoles from tblite GFN2-xTB single points (Debye).
 A molecule is labelled ``strongly_polar`` (1) when its total dipole is at least
 ``--threshold`` Debye, else ``weakly_polar`` (0). Each molecule is rendered to a
@@ -10,7 +11,8 @@ node-neighbour image (cutoff 2.0 A, see ``dequiformer.imaging.render``).
 
 Molecules are drawn from the shuffled pool (``--seed``) in order until ``--n``
 have a dipole; molecules whose embedding or xTB SCF fails are skipped, counted and
-reported. The result does not depend on ``--workers``.
+reported. The result does not depend on ``--workers``. Asking for more molecules
+than the pool holds is an error raised before any calculation.
 
 Outputs in ``--out`` (default ``data/dipole_images``):
     images.npz      ImageDataset (uint8 images [n, H, W, 3], labels, class names, metadata)
@@ -24,6 +26,7 @@ Outputs in ``--out`` (default ``data/dipole_images``):
 Usage::
 
     python datasets/generate_dipole_images.py --n 1000 --out data/dipole_images
+    OMP_NUM_THREADS=1 python datasets/generate_dipole_images.py --n 5000 --out data/dipole_images_5k
 """
 from __future__ import annotations
 
@@ -143,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     config = RenderConfig(size=(args.size, args.size), slots=args.slots)
     pool = candidate_pool(args.seed, with_g2=not args.no_g2)
+    if args.n > len(pool):
+        raise SystemExit(f"error: --n {args.n} is larger than the candidate pool ({len(pool)} molecules"
+                         f"{'' if args.no_g2 else ' incl. G2'}); ask for at most {len(pool)}")
     tasks = [(kind, key, args.seed, CUTOFF, config.to_dict()) for kind, key in pool]
 
     kept, failures = [], {"embed_failed": [], "xtb_failed": []}

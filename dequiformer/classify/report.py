@@ -23,7 +23,7 @@ __all__ = ["METRIC_COLUMNS", "SUMMARY_ROW_KEYS", "nan_to_none", "save_confusion_
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "mean_f_evals",
                   "mean_b_evals", "mean_steps", "converged_fraction", "test_mean_f_evals", "train_seconds",
                   "eval_seconds", "elapsed_train_seconds")
-# the fields of bench_solvers' rows, taken from each run's summary
+# the first fields of bench_solvers' rows, taken from each run's summary (dequiformer.classify.bench adds more)
 SUMMARY_ROW_KEYS = ("solver", "epochs", "train_acc", "test_acc", "seconds", "seconds_to_target", "mean_f_evals",
                     "mean_b_evals", "mean_steps", "converged_fraction")
 

@@ -4,7 +4,9 @@
   ``confusion_matrix.png`` and ``summary.json`` in the run directory; ``--resume``.
 * ``predict CONFIG|CHECKPOINT``: class probabilities of a data split -> CSV.
 * ``bench CONFIG``: the same model and seed trained with Anderson and with forward
-  iteration; time to ``train.target_accuracy``, accuracies, f evaluations per batch.
+  iteration; time to ``train.target_accuracy``, last / plateau accuracies, f evaluations
+  per batch per epoch, residual-against-time traces on one batch and a PNG
+  (:mod:`dequiformer.classify.bench`).
 
 A config with ``model.name: dequiformer`` (or ``equiformer_v2``) and ``task:
 classification`` learns the same labels from 3D structures (an extxyz file with
@@ -46,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("bench", help="Anderson vs forward iteration: time to target accuracy, f evaluations")
     _common(p, "YAML config (sections model, deq, data, train)")
     p.add_argument("--solvers", default="anderson,forward", help="comma-separated (default anderson,forward)")
+    p.add_argument("--plateau-epochs", type=int, default=3,
+                   help="epochs averaged for the plateau accuracies (default 3)")
+    p.add_argument("--trace-iters", type=int, default=60,
+                   help="f evaluations of each residual-against-time trace (default 60)")
+    p.add_argument("--figure", type=Path, help="bench PNG (default <run-dir>/bench.png)")
 
 
 def _default_run_dir(config: str, action: str) -> Path:
@@ -91,6 +98,11 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _num(value: float | None, digits: int) -> str:
+    """``value`` with ``digits`` decimals, ``-`` for ``None``."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _bench(args: argparse.Namespace) -> int:
     from ..classify.train import bench_solvers
     from ..config import load_config
@@ -102,15 +114,22 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError(f"--solvers: unknown solver(s) {bad}; choose from {SOLVER_CHOICES}")
     cfg = load_config(args.config, args.overrides)
     run_dir = args.run_dir or _default_run_dir(args.config, "bench")
-    report = bench_solvers(cfg, run_dir, solvers)
-    print(f"{'solver':<10}{'epochs':>7}{'train_acc':>10}{'test_acc':>10}{'seconds':>9}{'to_target':>10}"
-          f"{'f_evals':>9}{'steps':>7}{'conv':>6}")
+    report = bench_solvers(cfg, run_dir, solvers, plateau_epochs=args.plateau_epochs, trace_iters=args.trace_iters,
+                           figure=args.figure)
+    print(f"{'solver':<10}{'epochs':>7}{'train_acc':>10}{'test_acc':>10}{'plateau_tr':>11}{'plateau_te':>11}"
+          f"{'seconds':>9}{'to_target':>10}{'f_evals':>9}{'b_evals':>9}{'conv':>6}")
     for r in report["rows"]:
-        to_target = "-" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.1f}"
-        test_acc = "-" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
-        print(f"{r['solver']:<10}{r['epochs']:>7d}{r['train_acc']:>10.4f}{test_acc:>10}"
-              f"{r['seconds']:>9.1f}{to_target:>10}{r['mean_f_evals']:>9.2f}{r['mean_steps']:>7.2f}"
+        print(f"{r['solver']:<10}{r['epochs']:>7d}{_num(r['train_acc'], 4):>10}{_num(r['test_acc'], 4):>10}"
+              f"{_num(r['plateau_train_acc'], 4):>11}{_num(r['plateau_test_acc'], 4):>11}{r['seconds']:>9.1f}"
+              f"{_num(r['seconds_to_target'], 1):>10}{r['mean_f_evals']:>9.2f}{r['mean_b_evals']:>9.2f}"
               f"{r['converged_fraction']:>6.2f}")
+    for r in report["rows"]:
+        print(f"{r['solver']} f evals per batch by epoch: {' '.join(f'{v:.1f}' for v in r['f_evals_per_epoch'])}")
+    for run in (report["crossover"] or {}).get("runs", []):
+        print(f"residual on one batch, {run['model']} model: anderson below forward from "
+              f"{_num(run.get('crossover_seconds'), 2)} s; seconds to tol "
+              + ", ".join(f"{s} {_num(t, 2)}" for s, t in run["seconds_to_tol"].items()))
+    print(f"figure: {report['figure']}")
     write_json(args.json, report)
     return 0
 

@@ -1,9 +1,10 @@
 """Small-molecule pool and GFN2-xTB dipoles for the offline polar/non-polar image set.
 
 Used by ``datasets/generate_dipole_images.py``. The pool is enumerated
-combinatorially (no downloads): mono- and di-substituted benzenes and pyridines
-(ortho/meta/para) from a substituent list, amides from acyl x amine fragments,
-and X-(CH2)n-Y chains, plus the 162 molecules of ASE's G2 set. Geometries come
+combinatorially (no downloads): mono- and di-substituted benzenes (ortho/meta/para)
+and pyridines (every 2,3 ... 3,5 pattern), substituted thiophenes, furans and pyrroles,
+from a substituent list, amides from acyl x amine fragments, and X-(CH2)n-Y chains
+(about 9,500 unique canonical SMILES), plus the 162 molecules of ASE's G2 set. Geometries come
 from RDKit ETKDG (v3) + MMFF94 (UFF where MMFF lacks parameters); G2 molecules
 keep their reference geometries. Dipoles are GFN2-xTB single points (tblite),
 converted from e*bohr to Debye.
@@ -32,11 +33,22 @@ AMINES = ("N", "NC", "N(C)C", "NCC", "N(CC)CC", "N1CCCC1", "N1CCOCC1", "Nc1ccccc
 CHAIN_ENDS = ("[H]", "F", "Cl", "Br", "O", "N", "C#N", "C(=O)O", "OC", "S", "C(=O)C", "N(C)C")
 
 
-def enumerate_smiles() -> list[str]:
-    """Canonical SMILES of the combinatorial pool, sorted and de-duplicated (~2,500 molecules)."""
-    from rdkit import Chem, RDLogger
+PYRIDINE_PAIRS = (
+    "n1c({a})c({b})ccc1", "n1c({a})cc({b})cc1", "n1c({a})ccc({b})c1",  # 2,3 / 2,4 / 2,5
+    "n1c({a})cccc1{b}", "n1cc({a})c({b})cc1", "n1cc({a})cc({b})c1",  # 2,6 / 3,4 / 3,5
+)
+"""Disubstituted pyridine templates; ordered (a, b) pairs, so 2-A-3-B and 2-B-3-A both appear."""
+FIVE_RINGS = ("s1cccc1", "o1cccc1", "[nH]1cccc1")
+"""Thiophene, furan, pyrrole; substituted at 2, 3 and 2,5 below."""
+FIVE_RING_SITES = {
+    "s1cccc1": ("s1c({a})ccc1", "s1cc({a})cc1", "s1c({a})ccc1{b}"),
+    "o1cccc1": ("o1c({a})ccc1", "o1cc({a})cc1", "o1c({a})ccc1{b}"),
+    "[nH]1cccc1": ("[nH]1c({a})ccc1", "[nH]1cc({a})cc1", "[nH]1c({a})ccc1{b}"),
+}
 
-    RDLogger.DisableLog("rdApp.*")
+
+def _raw_smiles() -> list[str]:
+    """Un-canonicalised SMILES of every scaffold x substituent combination (with duplicates)."""
     raw: list[str] = []
     subs = SUBSTITUENTS
     for a in subs:
@@ -51,12 +63,40 @@ def enumerate_smiles() -> list[str]:
         for y in CHAIN_ENDS[i:]:
             for n in range(1, 7):
                 raw.append(f"{x}{'C' * n}{y}")
+    # Pyridines with two substituents: the ring N breaks the benzene symmetry, so each
+    # position pattern and each order of the pair is a different molecule (and dipole).
+    for template in PYRIDINE_PAIRS:
+        raw += [template.format(a=a, b=b) for a in subs for b in subs]
+    # Five-membered heteroaromatics: a different ring dipole and geometry from the six-rings.
+    for ring in FIVE_RINGS:
+        mono2, mono3, di25 = FIVE_RING_SITES[ring]
+        raw.append(ring)
+        for i, a in enumerate(subs):
+            raw += [mono2.format(a=a), mono3.format(a=a)]
+            raw += [di25.format(a=a, b=b) for b in subs[i:]]
+    return raw
+
+
+def enumerate_smiles() -> list[str]:
+    """Canonical SMILES of the combinatorial pool, sorted and de-duplicated (~9,500 molecules).
+
+    Scaffolds: mono- and di-substituted benzenes (o/m/p), mono- and di-substituted
+    pyridines (all six 2,3 ... 3,5 patterns), 2-, 3- and 2,5-substituted thiophenes,
+    furans and pyrroles, amides (acyl x amine) and X-(CH2)n-Y chains (n = 1..6).
+    Every entry parses in RDKit; duplicates (e.g. 2,6-A,B = 2,6-B,A) are merged by
+    canonical SMILES. The list is deterministic (sorted), so seeds reproduce pools.
+    """
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
     out = set()
-    for smi in raw:
-        mol = Chem.MolFromSmiles(smi)
-        if mol is not None:
-            out.add(Chem.MolToSmiles(mol))
-    RDLogger.EnableLog("rdApp.*")
+    try:
+        for smi in _raw_smiles():
+            mol = Chem.MolFromSmiles(smi)
+            if mol is not None:
+                out.add(Chem.MolToSmiles(mol))
+    finally:
+        RDLogger.EnableLog("rdApp.*")
     return sorted(out)
 
 

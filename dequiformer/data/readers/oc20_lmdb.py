@@ -105,6 +105,30 @@ def data_to_frame(fields: dict[str, Any], index: int, source: str,
                   require_labels: bool = True) -> Frame:
     """Convert an OC20 ``Data`` field dict into a :class:`Frame` (eV, eV/A), with checks."""
     where = f"{source}: entry {index}"
+    pos, numbers, cell, pbc = _geometry(fields, where)
+    energy, energy_key, forces, force_key = _labels(fields, where, energy_keys, force_keys, require_labels)
+    fixed = None
+    if fields.get("fixed") is not None:
+        fixed = _to_numpy(fields["fixed"]).reshape(-1).astype(bool)
+    tags = None
+    if fields.get("tags") is not None:
+        tags = _to_numpy(fields["tags"]).reshape(-1).astype(np.int64)
+    info: dict[str, Any] = {"index": int(index)}
+    for key in ("sid", "fid"):
+        if fields.get(key) is not None:
+            info[key] = _scalar(fields[key])
+    if isinstance(fields.get("system"), str):  # a description, e.g. the EMT generator's "O/Pt(111)-fcc"
+        info["system"] = fields["system"]
+    frame = Frame(positions=pos, numbers=numbers, cell=cell, pbc=pbc, energy=energy, forces=forces,
+                  fixed=fixed, tags=tags, info=info)
+    names = {"positions": "pos", "numbers": "atomic_numbers", "energy": energy_key or "y",
+             "forces": force_key or "force"}
+    return validate_frame(frame, index, source, names)
+
+
+def _geometry(fields: dict[str, Any], where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Positions ``[N, 3]`` (A), atomic numbers ``[N]``, cell ``[3, 3]`` or None and pbc ``[3]`` of
+    one entry, checked against each other (``natoms`` too, where present)."""
     for key in ("pos", "atomic_numbers"):
         if key not in fields or fields[key] is None:
             raise DataError(f"{where}: missing key {key!r} (entry has keys {sorted(fields)})")
@@ -136,7 +160,14 @@ def data_to_frame(fields: dict[str, Any], index: int, source: str,
             pbc = np.repeat(pbc, 3)
     else:
         pbc = np.full(3, cell is not None, dtype=bool)  # OC20 slabs are periodic in x, y, z
+    return pos, numbers, cell, pbc
 
+
+def _labels(fields: dict[str, Any], where: str, energy_keys: Sequence[str], force_keys: Sequence[str],
+            require_labels: bool) -> tuple[float | None, str | None, np.ndarray | None, str | None]:
+    """Energy (eV) and forces ``[N, 3]`` (eV/A) of one entry with the keys they came from (the
+    first of ``energy_keys`` / ``force_keys`` present); missing ones are an error with
+    ``require_labels``."""
     energy = None
     energy_key = next((k for k in energy_keys if fields.get(k) is not None), None)
     if energy_key is not None:
@@ -156,24 +187,7 @@ def data_to_frame(fields: dict[str, Any], index: int, source: str,
         if force_key is None:
             raise DataError(f"{where}: missing forces key (looked for {list(force_keys)}; "
                             f"entry has keys {sorted(fields)})")
-
-    fixed = None
-    if fields.get("fixed") is not None:
-        fixed = _to_numpy(fields["fixed"]).reshape(-1).astype(bool)
-    tags = None
-    if fields.get("tags") is not None:
-        tags = _to_numpy(fields["tags"]).reshape(-1).astype(np.int64)
-    info: dict[str, Any] = {"index": int(index)}
-    for key in ("sid", "fid"):
-        if fields.get(key) is not None:
-            info[key] = _scalar(fields[key])
-    if isinstance(fields.get("system"), str):  # a description, e.g. the EMT generator's "O/Pt(111)-fcc"
-        info["system"] = fields["system"]
-    frame = Frame(positions=pos, numbers=numbers, cell=cell, pbc=pbc, energy=energy, forces=forces,
-                  fixed=fixed, tags=tags, info=info)
-    names = {"positions": "pos", "numbers": "atomic_numbers", "energy": energy_key or "y",
-             "forces": force_key or "force"}
-    return validate_frame(frame, index, source, names)
+    return energy, energy_key, forces, force_key
 
 
 def lmdb_files(path: str | Path, pattern: str = "*.lmdb") -> list[Path]:
