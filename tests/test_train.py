@@ -21,7 +21,8 @@ from dequiformer.train.losses import ForceFieldLoss, error_sums, loss_name
 from dequiformer.train.metrics_log import read_metrics_csv
 from dequiformer.train.schedules import CosineWarmupSchedule, cosine_warmup_lr
 from dequiformer.train.settings import check_config, resolve_train
-from dequiformer.train.trainer import Trainer, parameter_groups
+from dequiformer.train.optimizer import parameter_groups
+from dequiformer.train.trainer import Trainer
 
 cli.COMMANDS.setdefault("train", ("dequiformer.cli.train", "train a force field"))
 cli.COMMANDS.setdefault("eval", ("dequiformer.cli.eval", "evaluate a checkpoint"))

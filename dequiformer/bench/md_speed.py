@@ -59,7 +59,7 @@ def _case_worker(args: dict[str, Any]) -> dict[str, Any]:
     from ..calculator import DEQCalculator
     from ..simulate.md import run_md
     from ..train.checkpoint import load_model
-    from ..train.trainer import current_rss_mb, peak_rss_mb
+    from ..memory import current_rss_mb, peak_rss_mb
 
     if args.get("threads"):
         torch.set_num_threads(int(args["threads"]))

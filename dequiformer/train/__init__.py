@@ -9,7 +9,7 @@ from typing import Any
 
 _EXPORTS = {
     "Trainer": "dequiformer.train.trainer",
-    "parameter_groups": "dequiformer.train.trainer",
+    "parameter_groups": "dequiformer.train.optimizer",
     "ForceFieldLoss": "dequiformer.train.losses",
     "CosineWarmupSchedule": "dequiformer.train.schedules",
     "cosine_warmup_lr": "dequiformer.train.schedules",

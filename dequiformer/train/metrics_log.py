@@ -89,3 +89,14 @@ class TensorBoardLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def epoch_line(row: dict[str, Any], epochs: int, unit: str) -> str:
+    """The one line a force-field training epoch logs (errors in ``unit``; ``-`` where absent)."""
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.4g}"
+
+    return (f"epoch {row['epoch']}/{epochs} lr {row['lr']:.3g} loss {f(row['train_loss'])} | train E {f(row['train_energy_mae'])} "
+            f"F {f(row['train_forces_mae'])} | val E {f(row['val_energy_mae'])} F {f(row['val_forces_mae'])} ({unit}) | "
+            f"steps {f(row['train_solver_steps'])}/{f(row['val_solver_steps'])} bwd {f(row['train_bwd_steps'])} "
+            f"rho {f(row['val_jacobian_radius'])} | {row['seconds']:.1f} s")

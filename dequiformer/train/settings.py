@@ -6,7 +6,9 @@ weights are dimensionless (losses are computed on normalised quantities).
 """
 from __future__ import annotations
 
+import copy
 import re
+import warnings
 from typing import Any
 
 import torch
@@ -139,3 +141,33 @@ def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"train.dtype must be one of {sorted(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+def resolve_run_config(cfg: dict, units: dict[str, str], train_graphs: Any) -> dict:
+    """Config as written to ``config.yaml``: model and deq sections with every default filled,
+    training units recorded in ``model.energy_units``/``length_units``, ``auto`` statistics measured."""
+    from ..models.dequiformer import resolve_deq
+    from ..models.hparams import resolve
+    from .dataset import graph_statistics
+
+    cfg = copy.deepcopy(cfg)
+    model_cfg = dict(cfg["model"])
+    for key in ("energy_units", "length_units"):
+        given, data_unit = model_cfg.get(key), units["energy" if key == "energy_units" else "length"]
+        if given is not None and given != data_unit:
+            warnings.warn(f"model.{key}={given!r} differs from the data's {data_unit!r}; the model trains in the "
+                          f"data's units", stacklevel=2)
+        model_cfg[key] = data_unit
+    auto = [k for k in ("avg_num_nodes", "avg_degree") if model_cfg.get(k) == "auto"]
+    if auto:
+        if train_graphs is None:
+            raise ValueError(f"model.{auto[0]}: 'auto' needs the training data")
+        stats = graph_statistics(train_graphs)
+        for key in auto:
+            model_cfg[key] = float(stats[key])
+    cfg["model"] = resolve(model_cfg)
+    if cfg["model"]["name"] == "dequiformer":
+        cfg["deq"] = resolve_deq(cfg.get("deq"))
+    cfg["train"] = resolve_train(cfg.get("train"))
+    cfg["data"] = resolve_data_extras(cfg.get("data") or {})
+    return cfg

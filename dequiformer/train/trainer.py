@@ -6,10 +6,8 @@ Run directory layout: ``config.yaml`` (resolved config), ``splits.npz``, ``metri
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
-import os
 import random
 import sys
 import time
@@ -23,82 +21,24 @@ import torch
 from .. import __version__
 from ..config import save_config
 from ..log import add_log_file, ensure_logging, remove_log_file
+from ..memory import current_rss_mb, peak_rss_mb
 from ..data.normalization import Normalizer, fit_normalizer
 from ..data.splits import datasets_from_config
 from ..models import build_model
 from ..models.hparams import resolve
 from ..rundir import rng_state, save_checkpoint, set_rng_state
-from .dataset import GraphDataset, apply_normalization, epoch_batches, graph_statistics, model_scales
+from .dataset import GraphDataset, apply_normalization, epoch_batches, model_scales
 from .distributed import DistInfo, all_gather_object, all_reduce_dict, all_reduce_sums, barrier, init_distributed, wrap_ddp
 from .ema import ExponentialMovingAverage
 from .evaluate import evaluate, stress_request
 from .fixed_point_store import FramewiseFixedPoints
 from .losses import ForceFieldLoss, error_sums
-from .metrics_log import TensorBoardLog, write_metrics_csv
+from .metrics_log import TensorBoardLog, epoch_line, write_metrics_csv
+from .optimizer import build_optimizer
 from .schedules import CosineWarmupSchedule, warmup_steps_from
-from .settings import check_config, resolve_data_extras, resolve_train, torch_dtype
+from .settings import check_config, resolve_data_extras, resolve_run_config, resolve_train, torch_dtype
 
 logger = logging.getLogger(__name__)
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float,
-                     exempt: tuple[str, ...] | list[str] = ("norm", "bias", "embedding")) -> list[dict[str, Any]]:
-    """AdamW parameter groups: weight decay except for the ``exempt`` kinds.
-
-    Kinds: ``norm`` (parameters of any module whose class name contains "Norm"), ``bias``
-    (names ending in ``bias`` and other 1-d parameters), ``embedding`` (``torch.nn.Embedding``).
-    Each group carries ``names`` for inspection.
-    """
-    exempt = {str(e).lower() for e in exempt}
-    unknown = exempt - {"norm", "bias", "embedding"}
-    if unknown:
-        raise ValueError(f"train.no_weight_decay: unknown kind(s) {sorted(unknown)}; valid: norm, bias, embedding")
-    modules = dict(model.named_modules())
-    groups = {"decay": ([], []), "no_decay": ([], [])}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        owner = modules[name.rpartition(".")[0]]
-        is_norm = "norm" in type(owner).__name__.lower()
-        is_bias = name.endswith("bias") or p.ndim <= 1
-        is_embedding = isinstance(owner, torch.nn.Embedding)
-        skip = ("norm" in exempt and is_norm) or ("bias" in exempt and is_bias) or ("embedding" in exempt and is_embedding)
-        names, params = groups["no_decay" if skip else "decay"]
-        names.append(name)
-        params.append(p)
-    out = []
-    for key, (names, params) in groups.items():
-        if params:
-            out.append({"params": params, "names": names, "weight_decay": float(weight_decay) if key == "decay" else 0.0})
-    return out
-
-
-def resolve_run_config(cfg: dict, units: dict[str, str], train_graphs: GraphDataset | None) -> dict:
-    """Config as written to ``config.yaml``: model and deq sections with every default filled,
-    training units recorded in ``model.energy_units``/``length_units``, ``auto`` statistics measured."""
-    from ..models.dequiformer import resolve_deq
-
-    cfg = copy.deepcopy(cfg)
-    model_cfg = dict(cfg["model"])
-    for key in ("energy_units", "length_units"):
-        given, data_unit = model_cfg.get(key), units["energy" if key == "energy_units" else "length"]
-        if given is not None and given != data_unit:
-            warnings.warn(f"model.{key}={given!r} differs from the data's {data_unit!r}; the model trains in the "
-                          f"data's units", stacklevel=2)
-        model_cfg[key] = data_unit
-    auto = [k for k in ("avg_num_nodes", "avg_degree") if model_cfg.get(k) == "auto"]
-    if auto:
-        if train_graphs is None:
-            raise ValueError(f"model.{auto[0]}: 'auto' needs the training data")
-        stats = graph_statistics(train_graphs)
-        for key in auto:
-            model_cfg[key] = float(stats[key])
-    cfg["model"] = resolve(model_cfg)
-    if cfg["model"]["name"] == "dequiformer":
-        cfg["deq"] = resolve_deq(cfg.get("deq"))
-    cfg["train"] = resolve_train(cfg.get("train"))
-    cfg["data"] = resolve_data_extras(cfg.get("data") or {})
-    return cfg
 
 
 class Trainer:
@@ -197,11 +137,7 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         """AdamW, the cosine schedule, EMA and the per-frame fixed-point store."""
-        groups = parameter_groups(self.model, self.tcfg["weight_decay"], self.tcfg["no_weight_decay"] or ())
-        self.optimizer = torch.optim.AdamW(
-            [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=float(self.tcfg["lr"]),
-            betas=tuple(self.tcfg["betas"]), eps=float(self.tcfg["eps"]),
-        )
+        self.optimizer = build_optimizer(self.model, self.tcfg)
         self.steps_per_epoch = len(self._train_batches(0))
         if self.steps_per_epoch == 0:
             raise ValueError(f"no training batches: {len(self.train_graphs)} training structures for "
@@ -463,49 +399,9 @@ class Trainer:
                     save_checkpoint(state, self.run_dir / "best.pt")
                 write_metrics_csv(self.run_dir / "metrics.csv", self.history)
                 self.tb.epoch(row)
-                logger.info(_epoch_line(row, epochs, self.units["energy"]))
+                logger.info(epoch_line(row, epochs, self.units["energy"]))
             barrier(self.info)
         self.tb.close()
         return {"run_dir": str(self.run_dir), "epochs": self.epoch, "units": dict(self.units), "last": row,
                 "best": dict(self.best), "parameters": sum(p.numel() for p in self.model.parameters()),
                 "seconds": self.elapsed, "stopped": stopped, "start_rss_mb": start_rss, "peak_rss_mb": peak_rss_mb()}
-
-
-def current_rss_mb() -> float:
-    """Resident memory of this process now (MiB; Linux /proc, else the peak so far)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB).
-
-    The kernel's high-water mark (``ru_maxrss``) is updated lazily and can lag the current
-    resident size by a few pages, so the larger of the two is returned."""
-    import resource
-
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak = kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return max(peak, pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
-    except (OSError, ValueError, IndexError):
-        return peak
-
-
-def _epoch_line(row: dict[str, Any], epochs: int, unit: str) -> str:
-    def f(x: Any) -> str:
-        return "-" if x is None else f"{x:.4g}"
-
-    return (f"epoch {row['epoch']}/{epochs} lr {row['lr']:.3g} loss {f(row['train_loss'])} | train E {f(row['train_energy_mae'])} "
-            f"F {f(row['train_forces_mae'])} | val E {f(row['val_energy_mae'])} F {f(row['val_forces_mae'])} ({unit}) | "
-            f"steps {f(row['train_solver_steps'])}/{f(row['val_solver_steps'])} bwd {f(row['train_bwd_steps'])} "
-            f"rho {f(row['val_jacobian_radius'])} | {row['seconds']:.1f} s")
