@@ -5,8 +5,7 @@ Public entry points (see DESIGN.md "Contracts") are imported lazily so that
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -20,8 +19,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'dequiformer' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

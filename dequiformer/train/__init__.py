@@ -4,8 +4,7 @@ Names are imported lazily so that ``dequiformer.load_model`` does not pull in th
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "Trainer": "dequiformer.train.trainer",
@@ -27,8 +26,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'dequiformer.train' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
