@@ -6,6 +6,8 @@ previous adjoint vector) as the next call's starting guess.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 import warnings
 from pathlib import Path
@@ -124,6 +126,14 @@ class DEQCalculator(Calculator):
     @property
     def reuse_tol(self) -> float:
         return self.settings.reuse_tol
+
+    @reuse_tol.setter
+    def reuse_tol(self, value: float) -> None:
+        """Change the warm-start tolerance between calls (e.g. with the forces in a relaxation);
+        the predictor history is kept."""
+        if not float(value) > 0:
+            raise ValueError(f"reuse_tol must be > 0, got {value}")
+        self.settings = dataclasses.replace(self.settings, reuse_tol=float(value))
 
     def reset(self) -> None:
         super().reset()

@@ -55,13 +55,15 @@ def test_relax_bench_rows_and_report(files):
     res = json.loads(out.read_text())
     assert res["n_systems"] == 2 and res["optimizer"] == "fire" and res["steps"] == 3 and res["fmax"] == 0.01
     rows = res["rows"]
-    assert [r["mode"] for r in rows] == ["deq_cold", "deq_reuse", "deq_reuse_relaxed", "deq_predictor", "explicit"]
+    assert [r["mode"] for r in rows] == ["deq_cold", "deq_reuse", "deq_reuse_relaxed", "deq_predictor",
+                                         "deq_force_scaled", "explicit"]
     for r in rows:
         for key in ROW_FIELDS:
             assert key in r and r[key] is not None, (r["mode"], key)
         assert r["seconds_mean"] > 0 and r["final_fmax_mean"] > 0
         assert r["energy_mae_ev"] >= 0 and r["forces_mae_ev_per_a"] >= 0
-    cold, reuse, relaxed, predictor, explicit = rows
+    cold, reuse, relaxed, predictor, scaled, explicit = rows
+    assert scaled["force_scaled_tol"] == [res["tol"], res["reuse_tol"]] and reuse["force_scaled_tol"] is None
     assert explicit["solver_steps_mean"] == 2 and explicit["solver_steps_std"] == 0
     assert (reuse["predictor"], predictor["predictor"], cold["predictor"]) == (1, 3, None)
     for r in rows:  # converged counts agree with each system's final fmax
@@ -76,7 +78,7 @@ def test_relax_bench_rows_and_report(files):
     assert cold["energy_mae_ev"] == pytest.approx(relaxed["energy_mae_ev"], rel=1e-6)  # same cold start solve
     assert "eV" in res["units"]["energy_mae_ev"]
     table = (report / "relax_bench.md").read_text()
-    assert table.count("| deq_") == 4 and "| explicit |" in table
+    assert table.count("| deq_") == 5 and "| explicit |" in table
     assert (report / "relax_bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -86,3 +88,30 @@ def test_relax_bench_clear_errors(files, tmp_path):
                       "--quiet"])
     with pytest.raises(SystemExit, match="nothing.lmdb"):
         climain.main(["relax-bench", str(files["deq"]), "--data", str(tmp_path / "nothing.lmdb"), "--quiet"])
+
+
+def test_force_scaled_tolerance_follows_fmax_down_to_the_floor(files):
+    # run_relaxation sets the calculator's warm-start tolerance from each step's fmax:
+    # clip(floor * fmax_now / fmax, floor, cap); explicit calculators are left alone
+    from dequiformer.calculator import DEQCalculator
+    from dequiformer.simulate.relax import run_relaxation
+    from dequiformer.train.checkpoint import load_model
+
+    start = start_structures(files["lmdb"], 1, progress=False)[0]
+    calc = DEQCalculator(load_model(files["deq"]), fp_reuse=True, tol=1e-4, reuse_tol=5e-2)
+    seen = []
+    original = calc.calculate
+
+    def spy(*args, **kwargs):
+        seen.append(calc.reuse_tol)
+        return original(*args, **kwargs)
+
+    calc.calculate = spy
+    result = run_relaxation(start.atoms.copy(), calc, optimizer="fire", fmax=0.01, steps=4, force_scaled_tol=(1e-4, 1e-2))
+    fmaxes = [r["fmax_eV_per_A"] for r in result.rows]
+    expected = [min(1e-2, max(1e-4, 1e-4 * f / 0.01)) for f in fmaxes[:-1]]
+    assert seen[0] == 5e-2 and seen[1:] == pytest.approx(expected)  # the cold call first, then one per step
+    with pytest.raises(ValueError, match="floor <= cap"):
+        run_relaxation(start.atoms.copy(), calc, fmax=0.01, steps=1, force_scaled_tol=(1e-2, 1e-4))
+    with pytest.raises(ValueError, match="reuse_tol must be > 0"):
+        calc.reuse_tol = 0.0

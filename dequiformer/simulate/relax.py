@@ -95,6 +95,7 @@ def run_relaxation(
     log: str | Path | None = None,
     progress: bool = False,
     cell: bool = False,
+    force_scaled_tol: tuple[float, float] | None = None,
 ) -> RelaxResult:
     """Relax ``atoms`` (in place) with ``calc`` until fmax <= ``fmax`` (eV/A) or ``steps`` steps.
 
@@ -111,11 +112,23 @@ def run_relaxation(
         cell: relax the cell too (ASE's ``FrechetCellFilter``; needs a conservative model, whose
             stress drives the lattice, and a 3D-periodic structure). ``fmax`` then applies to the
             filter's generalised forces (atomic forces and the virial per atom).
+        force_scaled_tol: ``(floor, cap)``: a DEQ calculator's warm-start tolerance follows the
+            forces, ``reuse_tol = clip(floor * fmax_now / fmax, floor, cap)`` after every step.
+            The error of a solve to relative residual ``r`` is about ``r`` times the forces, so
+            far from the minimum a loose solve moves the atoms as well as a tight one, and the
+            tolerance tightens to ``floor`` as fmax falls to the target (an inexact gradient
+            whose error shrinks with the gradient). Ignored for a calculator without
+            ``reuse_tol`` (explicit models).
     """
     from tqdm import tqdm
 
     if steps < 0 or fmax <= 0:
         raise ValueError(f"need steps >= 0 and fmax > 0 eV/A (got {steps}, {fmax})")
+    if force_scaled_tol is not None:
+        floor, cap = (float(v) for v in force_scaled_tol)
+        if not 0 < floor <= cap:
+            raise ValueError(f"force_scaled_tol needs 0 < floor <= cap, got {tuple(force_scaled_tol)}")
+    scale_tol = force_scaled_tol is not None and getattr(calc, "fp_reuse", False)
     atoms.calc = calc
     target: Any = atoms
     if cell:
@@ -142,6 +155,8 @@ def run_relaxation(
                    "volume_A3": periodic_volume(atoms),
                    **summarise_calls(calls.take())}
             rows.append(row)
+            if scale_tol:  # the next step's solves: looser while the forces are large
+                calc.reuse_tol = min(cap, max(floor, floor * row["fmax_eV_per_A"] / fmax))
             if not initial:
                 initial["forces"] = np.array(atoms.get_forces(apply_constraint=False), dtype=float)
             if writer is not None:

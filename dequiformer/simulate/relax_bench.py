@@ -1,10 +1,12 @@
 """Relaxation benchmark (the DEQuiformer paper's relaxation table).
 
-Each start structure is relaxed with each model in each mode; a DEQ checkpoint gives four
+Each start structure is relaxed with each model in each mode; a DEQ checkpoint gives five
 rows (``deq_cold``: no reuse; ``deq_reuse``: the last fixed point reused, solved to ``tol``;
 ``deq_reuse_relaxed``: reused and solved to the relaxed ``reuse_tol``; ``deq_predictor``:
-extrapolated from the last three fixed points, solved to ``tol``), an explicit EquiformerV2 one
-(``explicit``). Per row: wall time per relaxation (s), optimiser steps, solver steps
+extrapolated from the last three fixed points, solved to ``tol``; ``deq_force_scaled``: reused,
+the tolerance following the forces from the relaxed ``reuse_tol`` down to ``tol`` as fmax falls
+to its target, see :func:`~dequiformer.simulate.relax.run_relaxation`), an explicit EquiformerV2
+one (``explicit``). Per row: wall time per relaxation (s), optimiser steps, solver steps
 (layer-block evaluations) per force call, final fmax (eV/A), the fraction converged to fmax,
 unconverged solves, and, where the data has labels, the energy MAE per system (eV) and the force
 MAE (eV/A, atoms free to move) on the start structures and the error of the final energy against
@@ -27,7 +29,7 @@ from ..rundir import atomic_output
 from .relax import OPTIMIZERS, run_relaxation
 from .structures import open_dataset
 
-MODES = ("explicit", "deq_cold", "deq_reuse", "deq_reuse_relaxed", "deq_predictor")
+MODES = ("explicit", "deq_cold", "deq_reuse", "deq_reuse_relaxed", "deq_predictor", "deq_force_scaled")
 ROW_UNITS = {"final_energy_mae_ev": "eV (per system, against the data's relaxed energy)",
              "seconds_mean": "s", "seconds_std": "s", "solver_steps_mean": "layer-block evaluations per force call",
              "solver_steps_std": "layer-block evaluations per force call", "final_fmax_mean": "eV/A",
@@ -98,7 +100,7 @@ def start_structures(path: str | Path, n_systems: int, progress: bool = True) ->
 
 
 def modes_for(model: Any) -> list[str]:
-    """Benchmark modes of a model: four for a DEQ, ``explicit`` otherwise."""
+    """Benchmark modes of a model: five for a DEQ, ``explicit`` otherwise."""
     return list(MODES[1:]) if model.is_implicit else ["explicit"]
 
 
@@ -106,7 +108,7 @@ def make_calculator(model: Any, mode: str, tol: float, reuse_tol: float, dtype: 
     """The calculator of a benchmark mode (see :data:`MODES`)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {list(MODES)}")
-    fp_reuse = mode in ("deq_reuse", "deq_reuse_relaxed", "deq_predictor")
+    fp_reuse = mode in ("deq_reuse", "deq_reuse_relaxed", "deq_predictor", "deq_force_scaled")
     solve_tol = reuse_tol if mode == "deq_reuse_relaxed" else tol
     return DEQCalculator(model, device=device, fp_reuse=fp_reuse, tol=tol, reuse_tol=solve_tol, dtype=dtype,
                          predictor=3 if mode == "deq_predictor" else 1)
@@ -130,7 +132,8 @@ def bench_row(model: Any, label: str, mode: str, starts: Sequence[StartStructure
     for start in tqdm(starts, desc=f"{label} {mode}", unit="system", disable=not progress):
         calc.reset()
         atoms = start.atoms.copy()
-        result = run_relaxation(atoms, calc, optimizer=optimizer, fmax=fmax, steps=steps)
+        scaled = (tol, reuse_tol) if mode == "deq_force_scaled" else None
+        result = run_relaxation(atoms, calc, optimizer=optimizer, fmax=fmax, steps=steps, force_scaled_tol=scaled)
         seconds.append(result.seconds)
         solver_steps.extend(result.solver_steps)
         final_fmax.append(result.final_fmax)
@@ -178,6 +181,7 @@ def bench_row(model: Any, label: str, mode: str, starts: Sequence[StartStructure
         "tol": float(tol) if mode != "explicit" else None,
         "reuse_tol": (float(reuse_tol) if mode == "deq_reuse_relaxed" else float(tol)) if calc.fp_reuse else None,
         "predictor": calc.predictor.history if calc.fp_reuse else None,
+        "force_scaled_tol": [float(tol), float(reuse_tol)] if mode == "deq_force_scaled" else None,
     }
 
 
