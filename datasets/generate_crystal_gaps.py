@@ -36,13 +36,11 @@ import argparse
 import csv
 import json
 import logging
-import multiprocessing as mp
-import os
 import random
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -53,6 +51,8 @@ except ImportError:  # pragma: no cover
 
 from dequiformer.imaging.bond_graph import PERIODIC_CUTOFF
 from dequiformer.imaging.crystals import METHODS, PROTOTYPE_COMPOUNDS, compute_crystal, crystal_pool
+from dequiformer.imaging.parallel import map_in_workers
+from dequiformer.rundir import atomic_output
 
 log = logging.getLogger("generate_crystal_gaps")
 METAL_BELOW = 0.1
@@ -101,28 +101,6 @@ def gap_label(gap_ev: float) -> int:
     return bandgap_label(gap_ev, METAL_BELOW, SEMICONDUCTOR_BELOW)
 
 
-def _results(tasks: list, workers: int) -> Iterator[dict]:
-    if workers == 1:
-        for task in tasks:
-            yield compute_crystal(task)
-        return
-    # spawn: clean workers (no forked OpenMP state), one OpenMP thread each.
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        pool = mp.get_context("spawn").Pool(workers)
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
-    try:
-        yield from pool.imap(compute_crystal, tasks, chunksize=1)
-    finally:
-        pool.terminate()
-        pool.join()
-
-
 def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: Sequence[str], method: str,
                      path: Path) -> Path:
     """Extended XYZ of the primitive cells (atomically); frame ``i`` is image ``i``."""
@@ -137,16 +115,11 @@ def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: S
                           gap_ev=float(r["gap"]["gap_ev"]), prototype=spec.prototype, formula=spec.formula,
                           method=method)
         frames.append(atoms)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         if frames:
             ase.io.write(str(tmp), frames, format="extxyz")
         else:
             tmp.write_text("")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -175,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     kept, failures = [], {"build_failed": [], "xtb_failed": []}
     bar = tqdm(total=len(tasks), desc=f"{args.method} gaps", unit="crystal", disable=args.quiet)
-    for record in _results(tasks, args.workers):
+    for record in map_in_workers(compute_crystal, tasks, args.workers, chunksize=1):
         bar.update(1)
         if record["status"] == "ok":
             kept.append(record)
@@ -205,8 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     npz = dataset.save(args.out / "images.npz")
     elements = sorted({int(z) for r in kept for z in r["atoms"].numbers})
     save_legend(args.out / "legend", elements=elements, config=config, cutoff=PERIODIC_CUTOFF)
-    tmp = args.out / "crystals.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_output(args.out / "crystals.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "prototype", "formula", "scale", "n_atoms", "supercells", "gap_ev", "label",
                     "electronic_temperature_k"])
@@ -216,7 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             kelvin = max(c["electronic_temperature_k"] for c in r["gap"]["supercells"])
             w.writerow([r["id"], spec.prototype, spec.formula, spec.scale, len(r["atoms"]), cells,
                         f"{r['gap']['gap_ev']:.4f}", int(lab), f"{kelvin:g}"])
-    tmp.replace(args.out / "crystals.csv")
     structures = write_structures(kept, labels, BANDGAP_CLASSES, args.method, args.out / "structures.extxyz")
     summary = {
         "method": args.method, "n_attempted": len(tasks), "n_kept": len(kept), "n_failed": n_failed,

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing as mp
-import os
 import random
 import sys
 import time
@@ -49,6 +47,8 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dequiformer.imaging.molecules import compute_molecule, enumerate_smiles, g2_names
+from dequiformer.imaging.parallel import map_in_workers
+from dequiformer.rundir import atomic_output
 
 DEFAULT_THRESHOLD = 3.0
 """Debye; the QMugs default of ``dequiformer.imaging.datasets``. With the ~10,000-SMILES pool
@@ -86,29 +86,6 @@ def candidate_pool(seed: int, with_g2: bool = True) -> list[tuple[str, str]]:
     return pool
 
 
-def _results(tasks: list, workers: int):
-    if workers == 1:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        for task in tasks:
-            yield compute_molecule(task)
-        return
-    # spawn: workers start clean (no forked torch/OpenMP state); one OpenMP thread each.
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        pool = mp.get_context("spawn").Pool(workers)
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
-    try:
-        yield from pool.imap(compute_molecule, tasks, chunksize=8)
-    finally:
-        pool.terminate()
-        pool.join()
-
-
 def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
     """Write the kept molecules to an extended XYZ file (atomically), one frame per record.
 
@@ -125,16 +102,11 @@ def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: S
         atoms.info.update(id=str(r["id"]), label=int(label), label_name=str(class_names[int(label)]),
                           dipole_debye=float(r["dipole"][3]), formula=str(r["formula"]), source=str(r["kind"]))
         frames.append(atoms)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         if frames:
             ase.io.write(str(tmp), frames, format="extxyz")
         else:
             tmp.write_text("")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -155,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kept, failures = [], {"embed_failed": [], "xtb_failed": []}
     attempted = 0
     bar = tqdm(total=args.n, desc="xtb dipoles", unit="mol", disable=args.quiet)
-    results = _results(tasks, args.workers)
+    results = map_in_workers(compute_molecule, tasks, args.workers, chunksize=8)
     for record in results:
         attempted += 1
         if record["status"] == "ok":
@@ -191,8 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     elements = sorted({int(z) for r in kept for z in r["numbers"]})
     save_legend(args.out / "legend", elements=elements, config=config, cutoff=CUTOFF)
-    tmp = args.out / "molecules.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_output(args.out / "molecules.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "source", "formula", "n_atoms", "dipole_x", "dipole_y", "dipole_z",
                     "dipole_total_debye", "label"])
@@ -200,7 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             d = r["dipole"]
             w.writerow([r["id"], r["kind"], r["formula"], len(r["numbers"]),
                         *(f"{v:.6f}" for v in d), int(lab)])
-    tmp.replace(args.out / "molecules.csv")
     structures = write_structures(kept, labels, POLARITY_CLASSES, args.out / "structures.extxyz")
 
     summary = {

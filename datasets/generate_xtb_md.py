@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ try:
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from dequiformer.data.units import KCAL_PER_MOL
+from dequiformer.rundir import atomic_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,16 +133,9 @@ def run_md(atoms, frames: int, temperature: float, dt: float, friction: float, e
 
 
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` to ``<path>.tmp`` then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``np.savez`` to ``path`` atomically (:func:`dequiformer.rundir.atomic_output`)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -15,7 +15,6 @@ plus metadata), written atomically, and reloaded when a run resumes.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .readers import FrameDataset, read_dataset
+from ..rundir import atomic_output
 
 SPLITS_FILE = "splits.npz"
 
@@ -63,12 +63,9 @@ class Splits:
         path = Path(path)
         if path.suffix != ".npz":
             path = path / SPLITS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         meta = {f"meta_{k}": np.asarray(v) for k, v in self.meta.items() if v is not None}
-        with open(tmp, "wb") as fh:
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, train=self.train, val=self.val, test=self.test, **meta)
-        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -16,14 +16,13 @@ key             dtype / shape        meaning
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from ..rundir import atomic_output
 
 FORMAT = "dequiformer-image-dataset/1"
 _REQUIRED_KEYS = ("images", "labels", "class_names")
@@ -102,25 +101,16 @@ class ImageDataset(Dataset):
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "xb") as fh:
-                np.savez_compressed(
-                    fh,
-                    images=self.images,
-                    labels=self.labels,
-                    class_names=np.array(self.class_names, dtype=str),
-                    ids=np.array(self.ids, dtype=str),
-                    metadata=np.array(json.dumps(self.metadata, sort_keys=True)),
-                    format=np.array(FORMAT),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                images=self.images,
+                labels=self.labels,
+                class_names=np.array(self.class_names, dtype=str),
+                ids=np.array(self.ids, dtype=str),
+                metadata=np.array(json.dumps(self.metadata, sort_keys=True)),
+                format=np.array(FORMAT),
+            )
         return path
 
     @classmethod

@@ -30,8 +30,6 @@ Image design (default 32 x 32, ``slots = 8``)
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -41,6 +39,7 @@ from ase import Atoms
 
 from .bond_graph import BondGraph, NodeNeighbourGraph, node_neighbour_graph
 from .palette import element_colours, palette_table
+from ..rundir import atomic_output
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -199,15 +198,9 @@ def legend_dict(
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    """Call ``write(tmp_path)`` then move it onto ``path`` so readers never see a partial file."""
+    with atomic_output(path) as tmp:
         write(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_legend(
