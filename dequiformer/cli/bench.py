@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 import torch
+from .main import add_overrides_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +40,7 @@ def _accuracy_arguments(sub: argparse._SubParsersAction) -> None:
     budget.add_argument("--epochs", type=int, help="train every config for this many epochs")
     budget.add_argument("--seconds", type=float,
                         help="wall-clock budget per config (training stops after the epoch that exhausts it)")
-    a.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
-                   help="overrides applied to every config")
+    add_overrides_option(a, "overrides applied to every config")
     a.add_argument("--parallel", type=int, default=2, help="configs trained at the same time (default 2)")
     a.add_argument("--threads", type=int, default=1, help="threads per training process (default 1)")
     a.add_argument("--out", default="bench_accuracy", help="output folder (runs, logs, PNG)")

@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from .main import add_overrides_option
 
 SOLVER_CHOICES = ("anderson", "forward")
 
 
 def _common(p: argparse.ArgumentParser, config_help: str) -> None:
     p.add_argument("config", help=config_help)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set train.epochs=5")
+    add_overrides_option(p)
     p.add_argument("--run-dir", type=Path, help="output folder (default: runs/classify/<config name>)")
     p.add_argument("--json", help="write the report (JSON) here")
 

@@ -26,6 +26,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def add_overrides_option(parser: argparse.ArgumentParser, help_text: str = "override config values") -> None:
+    """The one ``--set SECTION.KEY=VALUE ...`` option of every command that reads a config: one or
+    more values per flag, the flag repeatable; collected in ``args.overrides``."""
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                        help=f"{help_text}, e.g. --set train.epochs=10 train.lr=1e-3 (repeatable)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dequiformer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -9,12 +9,12 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from .main import add_overrides_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config (not needed with --resume)")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override config values, e.g. --set train.epochs=10 model.lmax=2")
+    add_overrides_option(parser)
     parser.add_argument("--run-dir", help="output directory (default: runs/<config name>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     parser.add_argument("--json", metavar="OUT", help="write a summary (run_dir, last epoch's metrics, best epoch) here")
