@@ -156,7 +156,15 @@ def test_malformed_yaml_devices_solver_options_and_reader_options_are_named(tmp_
         resolve_deq({"forward": {"beta": 0.5}})
     with pytest.raises(ValueError, match="deq.solver must be one of 'anderson', 'broyden', 'forward', got 'newton'"):
         resolve_deq({"solver": "newton"})
-    assert DEQConvClassifier._solver_kwargs({"solver": "forward", "damping": 0.2, "m": 5}) == {"damping": 0.2}
+    assert DEQConvClassifier._solver_kwargs({"solver": "forward", "forward": {"damping": 0.2},
+                                             "anderson": {"m": 5}}) == {"damping": 0.2}
+    # the conv classifier reads the same per-solver options; the flat keys of earlier configs are named
+    conv = DEQConvClassifier.from_config({}, {"solver": "forward", "forward": {"damping": 0.3}, "tol": "1e-3"})
+    assert conv.deq["forward"] == {"damping": 0.3} and conv.deq["anderson"]["m"] == 5 and conv.deq["tol"] == 1e-3
+    with pytest.raises(ValueError, match=r"deq.m is a per-solver option now: set deq.anderson.m"):
+        conv.configure_solver(m=3)
+    with pytest.raises(ValueError, match=r"deq.anderson.m must be an integer >= 1, got 0"):
+        DEQConvClassifier.from_config({}, {"anderson": {"m": 0}})
 
 
 def test_unknown_reader_option_names_the_file_and_option(tmp_path):

@@ -85,7 +85,7 @@ def test_image_presets_are_valid(name: str, classes: int) -> None:
 
 
 def test_bad_config_and_input_errors() -> None:
-    with pytest.raises(ValueError, match="unknown model config key"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['chanels'\] in model"):
         DEQConvClassifier.from_config({"chanels": 8})
     with pytest.raises(ValueError, match="deq.solver"):
         DEQConvClassifier.from_config({}, {"solver": "newton"})
@@ -234,4 +234,4 @@ def test_cli_missing_data_file_is_a_clear_error(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert "data.path" in err and str(missing) in err
     assert climain.main(["classify", "train", str(config), "--set", "data.pth=x"]) == 2
-    assert "unknown data config key" in capsys.readouterr().err
+    assert "unknown key(s) ['pth'] in data" in capsys.readouterr().err

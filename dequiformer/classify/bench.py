@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..bench.figures import save_figure
-from ..deq.solvers import SOLVER_OPTIONS, get_solver, solver_options
+from ..deq.solvers import get_solver, solver_options
 from .config import resolve_image_config, resolve_structure_config, uses_structure_route
 from .loop import LogHook, emit, fit
 from .report import SUMMARY_ROW_KEYS, nan_to_none
@@ -160,7 +160,7 @@ def _crossover(model: Any, images: torch.Tensor, solvers: Sequence[str], deq: Ma
     with torch.no_grad():
         x = model.inject(images.to(next(model.parameters()).dtype))
     model.eval()
-    curves = {s: residual_trace(model.layer, x, s, {k: deq[k] for k in SOLVER_OPTIONS[s] if k in deq},
+    curves = {s: residual_trace(model.layer, x, s, deq.get(s) or {},
                                 max_iter=max_iter, repeats=repeats) for s in solvers}
     out: dict[str, Any] = {"model": label, "curves": curves,
                            "seconds_to_tol": {s: _first_time_below(c, float(deq["tol"])) for s, c in curves.items()}}

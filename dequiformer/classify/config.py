@@ -3,120 +3,93 @@
 Two routes read the same four sections (``model``, ``deq``, ``data``, ``train``):
 
 * image route (``model.name: deq_conv``, the default): ``model`` and ``deq`` are
-  :data:`dequiformer.models.deq_conv.MODEL_DEFAULTS` / ``DEQ_DEFAULTS``; ``num_classes``,
+  :data:`dequiformer.models.deq_conv.MODEL_SCHEMA` / ``DEQ_SCHEMA``; ``num_classes``,
   ``image_size`` and ``in_channels`` may be ``null`` (taken from the data).
 * structure route (``model.name`` in :data:`STRUCTURE_MODELS`, ``task: classification``):
   ``model`` is :data:`dequiformer.models.hparams.DEFAULTS` (``num_classes`` and ``avg_degree``
   may be ``null``), ``deq`` is resolved by :func:`dequiformer.models.dequiformer.resolve_deq`.
 
-``data`` and ``train`` defaults are per route (:data:`IMAGE_DATA_DEFAULTS`,
-:data:`IMAGE_TRAIN_DEFAULTS`, :data:`STRUCTURE_DATA_DEFAULTS`, :data:`STRUCTURE_TRAIN_DEFAULTS`).
+``data`` and ``train`` schemas are per route (:data:`IMAGE_DATA_SCHEMA`, :data:`IMAGE_TRAIN_SCHEMA`,
+:data:`STRUCTURE_DATA_SCHEMA`, :data:`STRUCTURE_TRAIN_SCHEMA`; :mod:`dequiformer.schema`).
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 
-from ..models.deq_conv import DEQ_DEFAULTS as IMAGE_DEQ_DEFAULTS
-from ..models.deq_conv import MODEL_DEFAULTS as IMAGE_MODEL_DEFAULTS
+from ..models.deq_conv import DEQ_SCHEMA as IMAGE_DEQ_SCHEMA
+from ..models.deq_conv import MODEL_SCHEMA as IMAGE_MODEL_SCHEMA
 from ..models.dequiformer import resolve_deq
 from ..models.hparams import DEFAULTS as STRUCTURE_MODEL_DEFAULTS
+from ..schema import Option, defaults, resolve_section
 
 __all__ = [
     "DTYPES", "IMAGE_DATA_DEFAULTS", "IMAGE_TRAIN_DEFAULTS", "STRUCTURE_DATA_DEFAULTS", "STRUCTURE_MODELS",
-    "STRUCTURE_TRAIN_DEFAULTS", "fill_section", "resolve_device", "resolve_image_config",
+    "STRUCTURE_TRAIN_DEFAULTS", "IMAGE_DATA_SCHEMA", "IMAGE_TRAIN_SCHEMA", "STRUCTURE_DATA_SCHEMA",
+    "STRUCTURE_TRAIN_SCHEMA", "resolve_device", "resolve_image_config",
     "resolve_structure_config", "uses_structure_route",
 ]
 
 STRUCTURE_MODELS = ("dequiformer", "equiformer_v2")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-IMAGE_DATA_DEFAULTS: dict[str, Any] = {
-    "path": None,            # ImageDataset .npz or cifar-10-batches-py folder
-    "format": "auto",        # auto | npz | cifar10
-    "test_fraction": 0.2,    # npz only
-    "split_seed": 0,         # npz only
-    "limit": None,           # use at most this many training images
-    "test_limit": None,      # and this many test images
-    "augment": False,        # random 4-pixel-padded crops + horizontal flips (natural images only)
+_FRACTION = {"low": 0.0, "high": 1.0, "high_open": True}
+_LIMIT = {"nullable": True, "low": 1}
+
+
+def _at_least_two(names: list) -> list:
+    if len(names) < 2:
+        raise ValueError(f"must list at least two names, got {names!r}")
+    return names
+
+
+IMAGE_DATA_SCHEMA: dict[str, Option] = {
+    "path": Option(None, nullable=True),              # ImageDataset .npz or cifar-10-batches-py folder
+    "format": Option("auto", str, choices=("auto", "npz", "cifar10")),
+    "test_fraction": Option(0.2, float, **_FRACTION),  # npz only
+    "split_seed": Option(0, int),                     # npz only
+    "limit": Option(None, int, **_LIMIT),             # use at most this many training images
+    "test_limit": Option(None, int, **_LIMIT),        # and this many test images
+    "augment": Option(False, bool),                   # random 4-pixel-padded crops + flips (natural images only)
 }
-IMAGE_TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 64,
-    "eval_batch_size": None,  # default: batch_size
-    "lr": 1e-3,
-    "min_lr": 0.0,            # cosine floor at the last step
-    "weight_decay": 0.0,
-    "seed": 0,                # model init and batch order
-    "target_accuracy": 0.9,   # train accuracy whose first crossing bench times
-    "device": "auto",         # auto | cpu | cuda | cuda:K
-    "num_threads": None,      # torch CPU threads (None: torch's default)
-    "max_steps_per_epoch": None,
-    "progress": True,
+_TRAIN_COMMON: dict[str, Option] = {
+    "epochs": Option(10, int, low=1),
+    "eval_batch_size": Option(None, int, **_LIMIT),   # default: batch_size
+    "lr": Option(1e-3, float, low=0.0),
+    "min_lr": Option(0.0, float, low=0.0),            # cosine floor at the last step
+    "weight_decay": Option(0.0, float, low=0.0),
+    "seed": Option(0, int),                           # model init, dropout and batch order
+    "target_accuracy": Option(0.9, float, low=0.0, high=1.0, low_open=True),  # train accuracy bench times
+    "device": Option("auto", str),                    # auto | cpu | cuda | cuda:K
+    "num_threads": Option(None, int, **_LIMIT),       # torch CPU threads (None: torch's default)
+    "max_steps_per_epoch": Option(None, int, **_LIMIT),
+    "progress": Option(True, bool),
 }
-STRUCTURE_DATA_DEFAULTS: dict[str, Any] = {
-    "path": None,                   # extxyz (or any ASE-readable) file, one frame per structure
-    "format": None,                 # ase.io format name (None: from the file name)
-    "label_key": "label",           # atoms.info key of the integer class
-    "label_name_key": "label_name",  # optional atoms.info key of the class name
-    "id_key": "id",                 # optional atoms.info key of the structure id (default: frame index)
-    "class_names": None,            # list of names; default from label_name_key, else class_<k>
-    "test_fraction": 0.2,
-    "split_seed": 0,
-    "limit": None,                  # use at most this many training structures
-    "test_limit": None,             # and this many test structures
+IMAGE_TRAIN_SCHEMA: dict[str, Option] = {**_TRAIN_COMMON, "batch_size": Option(64, int, low=1)}
+STRUCTURE_DATA_SCHEMA: dict[str, Option] = {
+    "path": Option(None, nullable=True),              # extxyz (or any ASE-readable) file, one frame per structure
+    "format": Option(None, str, nullable=True),       # ase.io format name (None: from the file name)
+    "label_key": Option("label", str),                # atoms.info key of the integer class
+    "label_name_key": Option("label_name", str),      # optional atoms.info key of the class name
+    "id_key": Option("id", str),                      # optional atoms.info key of the structure id
+    "class_names": Option(None, list, nullable=True, check=_at_least_two),  # default: from the data
+    "test_fraction": Option(0.2, float, **_FRACTION),
+    "split_seed": Option(0, int),
+    "limit": Option(None, int, **_LIMIT),             # use at most this many training structures
+    "test_limit": Option(None, int, **_LIMIT),        # and this many test structures
 }
-STRUCTURE_TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 32,
-    "eval_batch_size": None,  # default: batch_size
-    "lr": 1e-3,
-    "min_lr": 0.0,
-    "weight_decay": 0.0,
-    "grad_clip": None,        # max gradient norm (None: no clipping)
-    "seed": 0,                # model init, dropout and batch order
-    "target_accuracy": 0.9,
-    "device": "auto",
-    "dtype": "float32",       # float32 | float64
-    "num_threads": None,
-    "max_steps_per_epoch": None,
-    "progress": True,
+STRUCTURE_TRAIN_SCHEMA: dict[str, Option] = {
+    **_TRAIN_COMMON,
+    "batch_size": Option(32, int, low=1),
+    "grad_clip": Option(None, float, nullable=True, low=0.0, low_open=True),  # max gradient norm (None: off)
+    "dtype": Option("float32", str, choices=tuple(DTYPES)),
 }
+IMAGE_DATA_DEFAULTS = defaults(IMAGE_DATA_SCHEMA)
+IMAGE_TRAIN_DEFAULTS = defaults(IMAGE_TRAIN_SCHEMA)
+STRUCTURE_DATA_DEFAULTS = defaults(STRUCTURE_DATA_SCHEMA)
+STRUCTURE_TRAIN_DEFAULTS = defaults(STRUCTURE_TRAIN_SCHEMA)
 _IMAGE_SHAPE_KEYS = ("num_classes", "image_size", "in_channels")  # may be taken from the data
-
-
-def fill_section(section: str, given: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated by ``given`` (a deep copy); an unknown key is an error naming the section."""
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {section} config key(s) {unknown}; valid keys: {sorted(defaults)}")
-    return {**copy.deepcopy(dict(defaults)), **given}
-
-
-def _coerce_numbers(cfg: dict, keys: Mapping[str, Sequence[str]]) -> None:
-    """Read string numbers as floats in place: YAML 1.1 reads ``1e-3`` (no dot) as a string."""
-    for section, names in keys.items():
-        for key in names:
-            value = cfg[section][key]
-            if isinstance(value, str):
-                try:
-                    cfg[section][key] = float(value)
-                except ValueError:
-                    raise ValueError(f"{section}.{key} must be a number, got {value!r}") from None
-
-
-def _check_common(cfg: dict) -> None:
-    t, d = cfg["train"], cfg["data"]
-    for key in ("epochs", "batch_size"):
-        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
-            raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
-    if not 0.0 <= float(d["test_fraction"]) < 1.0:
-        raise ValueError(f"data.test_fraction must be in [0, 1), got {d['test_fraction']!r}")
-    if not 0.0 < float(t["target_accuracy"]) <= 1.0:
-        raise ValueError(f"train.target_accuracy must be in (0, 1], got {t['target_accuracy']!r}")
 
 
 def uses_structure_route(cfg: Mapping[str, Any]) -> bool:
@@ -126,19 +99,13 @@ def uses_structure_route(cfg: Mapping[str, Any]) -> bool:
 
 def resolve_image_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The image route's four sections with defaults filled and values checked."""
-    model = fill_section("model", cfg.get("model"), IMAGE_MODEL_DEFAULTS)
+    model = resolve_section("model", cfg.get("model"), IMAGE_MODEL_SCHEMA)
     for key in _IMAGE_SHAPE_KEYS:
         if key not in (cfg.get("model") or {}):
             model[key] = None
-    out = {"model": model, "deq": fill_section("deq", cfg.get("deq"), IMAGE_DEQ_DEFAULTS),
-           "data": fill_section("data", cfg.get("data"), IMAGE_DATA_DEFAULTS),
-           "train": fill_section("train", cfg.get("train"), IMAGE_TRAIN_DEFAULTS)}
-    _coerce_numbers(out, {"train": ("lr", "min_lr", "weight_decay", "target_accuracy"),
-                          "deq": ("tol", "lam", "beta", "damping", "b_tol"), "data": ("test_fraction",)})
-    _check_common(out)
-    if out["data"]["format"] not in ("auto", "npz", "cifar10"):
-        raise ValueError(f"data.format must be auto, npz or cifar10, got {out['data']['format']!r}")
-    return out
+    return {"model": model, "deq": resolve_section("deq", cfg.get("deq"), IMAGE_DEQ_SCHEMA),
+            "data": resolve_section("data", cfg.get("data"), IMAGE_DATA_SCHEMA),
+            "train": resolve_section("train", cfg.get("train"), IMAGE_TRAIN_SCHEMA)}
 
 
 def _structure_model_section(given: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -161,18 +128,9 @@ def _structure_model_section(given: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def resolve_structure_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The structure route's four sections with defaults filled and values checked."""
-    out = {"model": _structure_model_section(cfg.get("model")), "deq": resolve_deq(cfg.get("deq")),
-           "data": fill_section("data", cfg.get("data"), STRUCTURE_DATA_DEFAULTS),
-           "train": fill_section("train", cfg.get("train"), STRUCTURE_TRAIN_DEFAULTS)}
-    _coerce_numbers(out, {"train": ("lr", "min_lr", "weight_decay", "target_accuracy", "grad_clip"),
-                          "data": ("test_fraction",), "deq": ("tol", "reuse_tol", "b_tol")})
-    _check_common(out)
-    t, d = out["train"], out["data"]
-    if t["dtype"] not in DTYPES:
-        raise ValueError(f"train.dtype must be one of {sorted(DTYPES)}, got {t['dtype']!r}")
-    if d["class_names"] is not None and (not isinstance(d["class_names"], list) or len(d["class_names"]) < 2):
-        raise ValueError(f"data.class_names must be a list of at least two names, got {d['class_names']!r}")
-    return out
+    return {"model": _structure_model_section(cfg.get("model")), "deq": resolve_deq(cfg.get("deq")),
+            "data": resolve_section("data", cfg.get("data"), STRUCTURE_DATA_SCHEMA),
+            "train": resolve_section("train", cfg.get("train"), STRUCTURE_TRAIN_SCHEMA)}
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

@@ -15,7 +15,8 @@ import torch
 
 from ..data.graph import AtomicGraph
 from ..imaging.image_dataset import ImageDataset
-from .config import IMAGE_DATA_DEFAULTS, STRUCTURE_DATA_DEFAULTS, fill_section
+from ..schema import resolve_section
+from .config import IMAGE_DATA_SCHEMA, STRUCTURE_DATA_SCHEMA
 
 __all__ = ["SPLITS", "ImageSplits", "StructureSplits", "load_image_splits", "load_structure_splits",
            "read_labelled_structures", "split_indices"]
@@ -92,10 +93,10 @@ def _image_sets(path: Path, fmt: str, data_cfg: Mapping[str, Any]) -> tuple[Imag
 
 
 def load_image_splits(data_cfg: Mapping[str, Any]) -> ImageSplits:
-    """Train / test splits of the image route's ``data`` section (see ``IMAGE_DATA_DEFAULTS``):
+    """Train / test splits of the image route's ``data`` section (see ``IMAGE_DATA_SCHEMA``):
     an :class:`ImageDataset` ``.npz`` split by ``test_fraction`` / ``split_seed``, or a
     ``cifar-10-batches-py`` folder (its own train / test batches)."""
-    d = fill_section("data", data_cfg, IMAGE_DATA_DEFAULTS)
+    d = resolve_section("data", data_cfg, IMAGE_DATA_SCHEMA)
     if not d["path"]:
         raise ValueError("data.path is not set: give an ImageDataset .npz file or a cifar-10-batches-py folder "
                          "(e.g. --set data.path=data/dipole_images/images.npz)")
@@ -207,9 +208,9 @@ def _graphs(frames: Sequence[Any], rows: np.ndarray, labels: np.ndarray, ids: li
 
 def load_structure_splits(data_cfg: Mapping[str, Any], cutoff: float, max_neighbors: int | None,
                           dtype: torch.dtype = torch.float32) -> StructureSplits:
-    """Train / test splits of the structure route's ``data`` section (see ``STRUCTURE_DATA_DEFAULTS``);
+    """Train / test splits of the structure route's ``data`` section (see ``STRUCTURE_DATA_SCHEMA``);
     one graph per structure with ``cutoff`` (Angstrom) and ``max_neighbors``."""
-    d = fill_section("data", data_cfg, STRUCTURE_DATA_DEFAULTS)
+    d = resolve_section("data", data_cfg, STRUCTURE_DATA_SCHEMA)
     if not d["path"]:
         raise ValueError("data.path is not set: give an extended XYZ file of labelled structures "
                          "(e.g. --set data.path=data/dipole_images/structures.extxyz)")

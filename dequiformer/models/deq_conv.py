@@ -30,41 +30,47 @@ import torch
 from torch import nn
 
 from ..deq import GRADIENT_MODES, SolverStats, fixed_point_with_grad
-from ..deq.solvers import SOLVER_OPTIONS, solver_options
+from ..deq.settings import solve_schema
+from ..deq.solvers import SOLVER_OPTIONS
+from ..schema import Option, defaults, resolve_section
 
-__all__ = ["DEQConvClassifier", "ResidualConvLayer", "MODEL_DEFAULTS", "DEQ_DEFAULTS", "LAYER_FORMS"]
+__all__ = ["DEQConvClassifier", "ResidualConvLayer", "MODEL_DEFAULTS", "DEQ_DEFAULTS", "DEQ_SCHEMA", "LAYER_FORMS"]
 
 LAYER_FORMS = ("resnet", "post_injection")
 IMAGE_SOLVERS = ("anderson", "forward")
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "name": "deq_conv",
-    "in_channels": 3,
-    "channels": 48,           # C: stem output and fixed-point state channels
-    "inner_channels": 64,     # K: hidden channels of the residual layer
-    "num_groups": 8,          # GroupNorm groups (must divide C and K)
-    "num_classes": 10,
-    "image_size": 32,         # int or [H, W]
-    "kernel_size": 3,
-    "pool_size": 8,           # average-pool window (and stride) of the head
-    "layer": "resnet",        # resnet | post_injection
-    "init_std": 0.01,         # std of the implicit layer's conv weights
-}
-"""``model`` section keys (the 64,842-parameter CIFAR-10 model)."""
+def _image_size(value: Any) -> Any:
+    try:
+        _pair(value, "image_size")
+    except ValueError:
+        raise ValueError(f"must be an int or [H, W], got {value!r}") from None
+    return value
 
-DEQ_DEFAULTS: dict[str, Any] = {
-    "solver": "anderson",     # anderson | forward
-    "m": 5,                   # Anderson window
-    "beta": 1.0,              # Anderson mixing
-    "lam": 1e-4,              # Anderson regularisation (relative to the window's residuals)
-    "damping": 0.0,           # forward iteration: z <- (1 - damping) f(z) + damping z
-    "tol": 1e-2,              # relative residual per image
-    "max_iter": 25,
-    "grad": "ift",            # ift | phantom | none
-    "b_tol": None,            # adjoint tolerance (default: tol)
-    "b_max_iter": None,       # adjoint budget (default: max_iter)
+
+_POSITIVE = {"low": 1}
+MODEL_SCHEMA: dict[str, Option] = {
+    "name": Option("deq_conv", str, choices=("deq_conv",)),
+    # in_channels, num_classes and image_size may be null in a classify config: taken from the data
+    "in_channels": Option(3, int, nullable=True, **_POSITIVE),
+    "channels": Option(48, int, **_POSITIVE),           # C: stem output and fixed-point state channels
+    "inner_channels": Option(64, int, **_POSITIVE),     # K: hidden channels of the residual layer
+    "num_groups": Option(8, int, **_POSITIVE),          # GroupNorm groups (must divide C and K)
+    "num_classes": Option(10, int, nullable=True, low=2),
+    "image_size": Option(32, nullable=True, check=_image_size),  # int or [H, W]
+    "kernel_size": Option(3, int, **_POSITIVE),
+    "pool_size": Option(8, int, **_POSITIVE),           # average-pool window (and stride) of the head
+    "layer": Option("resnet", str, choices=LAYER_FORMS),
+    "init_std": Option(0.01, float, low=0, low_open=True),  # std of the implicit layer's conv weights
 }
-"""``deq`` section keys (the tutorial's solver settings: m=5, lam=1e-4, tol=1e-2, 25 steps)."""
+"""``model`` section (the 64,842-parameter CIFAR-10 model)."""
+MODEL_DEFAULTS: dict[str, Any] = defaults(MODEL_SCHEMA)
+
+DEQ_SCHEMA: dict[str, Option] = solve_schema(tol=1e-2, max_iter=25, b_tol=None, b_max_iter=None,
+                                             solvers=IMAGE_SOLVERS, grad_modes=GRADIENT_MODES)
+"""``deq`` section (the tutorial's solver settings: Anderson m=5, lam=1e-4, tol=1e-2 per image, 25
+steps; ``b_tol`` / ``b_max_iter`` null: as the forward solve), the same solver settings as the
+force-field DEQ's (:mod:`dequiformer.deq.settings`)."""
+DEQ_DEFAULTS: dict[str, Any] = defaults(DEQ_SCHEMA)
 
 
 def _pair(value: int | list[int] | tuple[int, int], name: str) -> tuple[int, int]:
@@ -132,10 +138,8 @@ class DEQConvClassifier(nn.Module):
         init_std: float = 0.01,
         *,
         solver: str = "anderson",
-        m: int = 5,
-        beta: float = 1.0,
-        lam: float = 1e-4,
-        damping: float = 0.0,
+        anderson: dict[str, Any] | None = None,
+        forward: dict[str, Any] | None = None,
         tol: float = 1e-2,
         max_iter: int = 25,
         grad: str = "ift",
@@ -168,47 +172,34 @@ class DEQConvClassifier(nn.Module):
             nn.Linear(features, num_classes),
         )
         self.last_stats: SolverStats | None = None
-        self.configure_solver(solver=solver, m=m, beta=beta, lam=lam, damping=damping, tol=tol,
+        self.configure_solver(solver=solver, anderson=anderson or {}, forward=forward or {}, tol=tol,
                               max_iter=max_iter, grad=grad, b_tol=b_tol, b_max_iter=b_max_iter)
 
     # ------------------------------------------------------------------ config
     @classmethod
     def from_config(cls, model_cfg: dict | None = None, deq_cfg: dict | None = None) -> "DEQConvClassifier":
         """Build from the ``model`` and ``deq`` config sections; unknown keys raise an error naming them."""
-        model_cfg = dict(model_cfg or {})
-        deq_cfg = dict(deq_cfg or {})
-        name = model_cfg.pop("name", "deq_conv")
-        if name != "deq_conv":
-            raise ValueError(f"model.name must be 'deq_conv' for the image classifier, got {name!r}")
-        for section, given, valid in (("model", model_cfg, MODEL_DEFAULTS), ("deq", deq_cfg, DEQ_DEFAULTS)):
-            unknown = sorted(set(given) - set(valid))
-            if unknown:
-                raise ValueError(f"unknown {section} config key(s) {unknown}; valid keys: {sorted(valid)}")
-        return cls(**model_cfg, **deq_cfg)
+        model = resolve_section("model", model_cfg, MODEL_SCHEMA)
+        model.pop("name")
+        return cls(**model, **resolve_section("deq", deq_cfg, DEQ_SCHEMA))
 
     def configure_solver(self, **settings: Any) -> None:
-        """Set solver settings (keys of :data:`DEQ_DEFAULTS`); used by ``bench`` to switch solvers."""
-        current = getattr(self, "deq", dict(DEQ_DEFAULTS))
-        unknown = sorted(set(settings) - set(DEQ_DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown deq config key(s) {unknown}; valid keys: {sorted(DEQ_DEFAULTS)}")
-        cfg = {**current, **settings}
-        if cfg["solver"] not in IMAGE_SOLVERS:
-            raise ValueError(f"deq.solver must be one of {IMAGE_SOLVERS}, got {cfg['solver']!r}")
-        if cfg["grad"] not in GRADIENT_MODES:
-            raise ValueError(f"deq.grad must be one of {GRADIENT_MODES}, got {cfg['grad']!r}")
-        if not (isinstance(cfg["max_iter"], int) and cfg["max_iter"] >= 1):
-            raise ValueError(f"deq.max_iter must be a positive integer, got {cfg['max_iter']!r}")
-        if not float(cfg["tol"]) > 0:
-            raise ValueError(f"deq.tol must be > 0, got {cfg['tol']!r}")
-        self.deq = cfg
+        """Set solver settings (keys of :data:`DEQ_SCHEMA`; per-solver options as mappings, merged
+        into the current ones); used by ``bench`` to switch solvers. Checked by the schema."""
+        moved = {key: name for name, opts in SOLVER_OPTIONS.items() for key in opts}
+        for key in settings:
+            if key in moved:  # the flat keys of earlier configs
+                raise ValueError(f"deq.{key} is a per-solver option now: set deq.{moved[key]}.{key}")
+        current = getattr(self, "deq", DEQ_DEFAULTS)
+        merged = {**current, **settings}
+        for name in IMAGE_SOLVERS:
+            merged[name] = {**current[name], **(settings.get(name) or {})}
+        self.deq = resolve_section("deq", merged, DEQ_SCHEMA)
 
     @staticmethod
     def _solver_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-        """The solver's options (the same table and checks as the force-field DEQ's, kept as flat
-        keys in this model's ``deq`` section)."""
-        names = SOLVER_OPTIONS[cfg["solver"]]
-        return solver_options(cfg["solver"], {k: cfg[k] for k in names if k in cfg})
+        """The options of ``cfg["solver"]`` (``deq.anderson`` or ``deq.forward``)."""
+        return dict(cfg[cfg["solver"]])
 
     # ------------------------------------------------------------------ forward
     def inject(self, images: torch.Tensor) -> torch.Tensor:
