@@ -198,3 +198,21 @@ def test_dipole_3d_preset_builds() -> None:
         assert resolved["data"][key] == image_cfg["data"][key]
     model = build_model({**resolved["model"], "avg_degree": 10.0}, resolved["deq"])
     assert model.task == "classification" and model.hparams["num_layers"] == 1 and model.hparams["lmax"] == 2
+
+
+def test_class_logits_are_rotation_invariant() -> None:
+    # the head reads the length of the summed l = 1 features as well as the mean l = 0 ones
+    from scipy.spatial.transform import Rotation
+
+    from dequiformer.data.graph import AtomicGraph
+    from dequiformer.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({**TINY_MODEL, "num_classes": 3, "avg_degree": 3.0},
+                        {**TINY_DEQ, "tol": 1e-8, "max_iter": 60}).double().eval()
+    atoms = molecule("CH3CH2OH")
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix().T + 0.7
+    logits = [model(AtomicGraph.from_atoms(a, cutoff=3.0, dtype=torch.float64))["logits"] for a in (atoms, rotated)]
+    assert logits[0].shape == (1, 3)
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-6)

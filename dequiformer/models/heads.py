@@ -63,17 +63,31 @@ class ForceHead(torch.nn.Module):
 
 
 class ClassificationHead(torch.nn.Module):
-    """Mean of invariant (l = 0) node features per graph -> MLP -> class logits [B, num_classes]."""
+    """Graph invariants -> MLP -> class logits [B, num_classes].
+
+    The invariants are, per channel, the mean of the atoms' l = 0 features and the length of the
+    sum of their l = 1 features (``C`` each, concatenated). The second kind is what a vector
+    property of the whole structure needs: a dipole is close to a sum of local (bond) dipoles, so
+    its magnitude is the length of a summed vector, which no mean of scalars can express (with
+    the mean of l = 0 features alone the dipole classifier stayed at chance). The l = 1 block is
+    rotated by an orthogonal Wigner matrix, so its length is rotation invariant.
+
+    Shapes: x [N, K, C] -> logits [B, num_classes].
+    """
 
     def __init__(self, hp: dict) -> None:
         super().__init__()
         c = hp["sphere_channels"]
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(c, c), torch.nn.SiLU(), torch.nn.Linear(c, int(hp["num_classes"])))
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(2 * c, c), torch.nn.SiLU(),
+                                       torch.nn.Linear(c, int(hp["num_classes"])))
 
     def forward(self, x: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
-        pooled = scatter_sum(x[:, 0], ctx.batch, ctx.num_graphs)
         counts = torch.bincount(ctx.batch, minlength=ctx.num_graphs).clamp(min=1).to(x.dtype)
-        return self.mlp(pooled / counts[:, None])
+        scalars = scatter_sum(x[:, 0], ctx.batch, ctx.num_graphs) / counts[:, None]
+        vectors = scatter_sum(x[:, 1:4].reshape(x.shape[0], -1), ctx.batch, ctx.num_graphs)
+        # eps inside the root: the length's gradient is finite where the summed vector vanishes
+        lengths = (vectors.view(ctx.num_graphs, 3, -1).pow(2).sum(1) + 1e-8).sqrt()
+        return self.mlp(torch.cat([scalars, lengths], dim=1))
 
 
 class OutputScaling(torch.nn.Module):
