@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover
 from dequiformer.imaging.bond_graph import PERIODIC_CUTOFF
 from dequiformer.imaging.crystals import METHODS, PROTOTYPE_COMPOUNDS, compute_crystal, crystal_pool
 from dequiformer.imaging.parallel import map_in_workers
-from dequiformer.rundir import atomic_output
+from dequiformer.rundir import atomic_output, write_extxyz
 
 log = logging.getLogger("generate_crystal_gaps")
 METAL_BELOW = 0.1
@@ -104,8 +104,6 @@ def gap_label(gap_ev: float) -> int:
 def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: Sequence[str], method: str,
                      path: Path) -> Path:
     """Extended XYZ of the primitive cells (atomically); frame ``i`` is image ``i``."""
-    import ase.io
-
     frames = []
     for r, label in zip(records, labels):
         atoms = r["atoms"].copy()
@@ -115,12 +113,7 @@ def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: S
                           gap_ev=float(r["gap"]["gap_ev"]), prototype=spec.prototype, formula=spec.formula,
                           method=method)
         frames.append(atoms)
-    with atomic_output(path) as tmp:
-        if frames:
-            ase.io.write(str(tmp), frames, format="extxyz")
-        else:
-            tmp.write_text("")
-    return path
+    return write_extxyz(path, frames)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover
 
 from dequiformer.imaging.molecules import compute_molecule, enumerate_smiles, g2_names
 from dequiformer.imaging.parallel import map_in_workers
-from dequiformer.rundir import atomic_output
+from dequiformer.rundir import atomic_output, write_extxyz
 
 DEFAULT_THRESHOLD = 3.0
 """Debye; the QMugs default of ``dequiformer.imaging.datasets``. With the ~10,000-SMILES pool
@@ -93,7 +93,6 @@ def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: S
     (int), ``label_name``, ``dipole_debye`` (total GFN2-xTB dipole), ``formula`` and
     ``source``. Positions are in Angstrom; molecules have no cell and no periodicity.
     """
-    import ase.io
     from ase import Atoms
 
     frames = []
@@ -102,12 +101,7 @@ def write_structures(records: Sequence[dict], labels: np.ndarray, class_names: S
         atoms.info.update(id=str(r["id"]), label=int(label), label_name=str(class_names[int(label)]),
                           dipole_debye=float(r["dipole"][3]), formula=str(r["formula"]), source=str(r["kind"]))
         frames.append(atoms)
-    with atomic_output(path) as tmp:
-        if frames:
-            ase.io.write(str(tmp), frames, format="extxyz")
-        else:
-            tmp.write_text("")
-    return path
+    return write_extxyz(path, frames)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-__all__ = ["CheckpointError", "FORMAT", "KINDS", "VERSION", "atomic_output", "load_checkpoint", "rng_state",
+__all__ = ["CheckpointError", "FORMAT", "KINDS", "VERSION", "atomic_output", "write_extxyz", "load_checkpoint", "rng_state",
            "save_checkpoint", "set_rng_state", "write_json", "write_text"]
 
 FORMAT = "dequiformer-checkpoint"
@@ -72,6 +72,19 @@ def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     with atomic_output(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def write_extxyz(path: str | Path, frames: list) -> Path:
+    """Write ASE ``Atoms`` frames (with their ``info``) as extended XYZ, atomically; an empty list
+    gives an empty file."""
+    with atomic_output(path) as tmp:
+        if frames:
+            import ase.io
+
+            ase.io.write(str(tmp), frames, format="extxyz")
+        else:
+            tmp.write_text("")
     return Path(path)
 
 
