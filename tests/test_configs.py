@@ -176,3 +176,23 @@ def test_unknown_reader_option_names_the_file_and_option(tmp_path):
     with pytest.raises(ValueError, match=r"x.npz: reader 'md17' does not accept option\(s\) \['energyy_key'\]"):
         read_dataset(path, energyy_key="E")
     assert issubclass(UnknownReaderOption, TypeError)
+
+
+def test_one_schema_coerces_and_names_every_bad_value():
+    from dequiformer.schema import MISSING, Option, resolve_section
+
+    schema = {"lr": Option(1e-3, float, low=0.0), "epochs": Option(3, int, low=1),
+              "mode": Option("a", str, choices=("a", "b")), "opt": Option(MISSING, int, nullable=True),
+              "inner": Option(None, dict, fields={"k": Option(2, int, low=1)})}
+    out = resolve_section("train", {"lr": "1e-4", "inner": {"k": 5}}, schema)
+    assert out == {"lr": 1e-4, "epochs": 3, "mode": "a", "inner": {"k": 5}}  # MISSING stays absent
+    assert resolve_section("train", None, schema)["inner"] == {"k": 2}
+    for given, message in (({"epochs": True}, "train.epochs must be an integer >= 1, got True"),
+                           ({"epochs": 2.5}, "train.epochs must be an integer >= 1, got 2.5"),
+                           ({"lr": "fast"}, "train.lr must be a number >= 0, got 'fast'"),
+                           ({"mode": "c"}, "train.mode must be one of 'a', 'b', got 'c'"),
+                           ({"inner": {"k": 0}}, "train.inner.k must be an integer >= 1, got 0"),
+                           ({"inner": {"j": 1}}, r"unknown key\(s\) \['j'\] in train.inner"),
+                           ({"epochs": None}, "train.epochs must be an integer >= 1, got None")):
+        with pytest.raises(ValueError, match=message):
+            resolve_section("train", given, schema)
