@@ -235,3 +235,32 @@ def test_cli_missing_data_file_is_a_clear_error(tmp_path: Path, capsys: pytest.C
     assert "data.path" in err and str(missing) in err
     assert climain.main(["classify", "train", str(config), "--set", "data.pth=x"]) == 2
     assert "unknown key(s) ['pth'] in data" in capsys.readouterr().err
+
+
+def test_radius_penalty_makes_the_conv_layer_more_contractive() -> None:
+    from dequiformer.deq.diagnostics import jacobian_spectral_radius
+
+    torch.manual_seed(0)
+    model = DEQConvClassifier(**{**TINY, "init_std": 0.3}, image_size=8, num_classes=2, tol=1e-6, max_iter=60,
+                              radius_reg=1.0, radius_target=0.1).double()
+    images = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+
+    def radius() -> float:
+        model.eval()
+        with torch.no_grad():
+            x = model.inject(images)
+            z = model.solve(x)
+        return float(jacobian_spectral_radius(lambda v: model.layer(v, x), z, iters=20).max())
+
+    before = radius()
+    opt = torch.optim.Adam(model.layer.parameters(), lr=1e-2)
+    for _ in range(20):
+        model.train()
+        model(images)
+        opt.zero_grad()
+        model.radius_loss.backward()
+        opt.step()
+    assert radius() < 0.7 * before
+    model.eval()
+    model(images)
+    assert model.radius_loss is None  # only in training

@@ -131,9 +131,13 @@ class ImageRoute(Route):
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Step:
         images, labels = batch[0].to(self.device, _dtype(self.model)), batch[1].to(self.device)
         logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = ce = F.cross_entropy(logits, labels)
+        terms = {"train_loss": ce}
+        if self.model.radius_loss is not None:  # deq.radius_reg > 0: keep the layer contractive
+            loss = loss + self.model.radius_loss
+            terms["radius_loss"] = self.model.radius_loss
         stats = self.model.last_stats
-        return Step(loss=loss, terms={"train_loss": loss}, logits=logits, labels=labels, f_evals=stats.nfe,
+        return Step(loss=loss, terms=terms, logits=logits, labels=labels, f_evals=stats.nfe,
                     steps=stats.steps, converged=float(stats.converged.float().mean()), stats=stats)
 
     def predict(self, inputs: torch.Tensor, batch_size: int) -> dict[str, Any]:

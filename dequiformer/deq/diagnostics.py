@@ -83,8 +83,8 @@ def _power_iteration(fz: torch.Tensor, z: torch.Tensor, v: torch.Tensor, gi: tor
 def spectral_radius_penalty(
     f: Callable[[torch.Tensor], torch.Tensor],
     z_star: torch.Tensor,
-    graph_index: torch.Tensor,
-    num_graphs: int,
+    graph_index: torch.Tensor | None,
+    num_graphs: int | None,
     target: float,
     iters: int = 3,
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..deq import GRADIENT_MODES, SolverStats, fixed_point_with_grad
+from ..deq.diagnostics import spectral_radius_penalty
 from ..deq.settings import solve_schema
 from ..deq.solvers import SOLVER_OPTIONS
 from ..schema import Option, defaults, resolve_section
@@ -65,8 +66,15 @@ MODEL_SCHEMA: dict[str, Option] = {
 """``model`` section (the 64,842-parameter CIFAR-10 model)."""
 MODEL_DEFAULTS: dict[str, Any] = defaults(MODEL_SCHEMA)
 
-DEQ_SCHEMA: dict[str, Option] = solve_schema(tol=1e-2, max_iter=25, b_tol=None, b_max_iter=None,
-                                             solvers=IMAGE_SOLVERS, grad_modes=GRADIENT_MODES)
+DEQ_SCHEMA: dict[str, Option] = {
+    **solve_schema(tol=1e-2, max_iter=25, b_tol=None, b_max_iter=None, solvers=IMAGE_SOLVERS,
+                   grad_modes=GRADIENT_MODES),
+    # in training, radius_reg * mean relu(rho - radius_target)^2 over the batch's images, rho a
+    # power-iteration estimate of the layer's spectral radius at each image's fixed point (as the
+    # force-field DEQ's deq.radius_reg): keeps the layer contractive, which Anderson's speed needs
+    "radius_reg": Option(0.0, float, low=0.0),
+    "radius_target": Option(0.5, float, low=0.0),
+}
 """``deq`` section (the tutorial's solver settings: Anderson m=5, lam=1e-4, tol=1e-2 per image, 25
 steps; ``b_tol`` / ``b_max_iter`` null: as the forward solve), the same solver settings as the
 force-field DEQ's (:mod:`dequiformer.deq.settings`)."""
@@ -145,6 +153,8 @@ class DEQConvClassifier(nn.Module):
         grad: str = "ift",
         b_tol: float | None = None,
         b_max_iter: int | None = None,
+        radius_reg: float = 0.0,
+        radius_target: float = 0.5,
     ) -> None:
         super().__init__()
         height, width = _pair(image_size, "image_size")
@@ -173,7 +183,9 @@ class DEQConvClassifier(nn.Module):
         )
         self.last_stats: SolverStats | None = None
         self.configure_solver(solver=solver, anderson=anderson or {}, forward=forward or {}, tol=tol,
-                              max_iter=max_iter, grad=grad, b_tol=b_tol, b_max_iter=b_max_iter)
+                              max_iter=max_iter, grad=grad, b_tol=b_tol, b_max_iter=b_max_iter,
+                              radius_reg=radius_reg, radius_target=radius_target)
+        self.radius_loss: torch.Tensor | None = None  # the last training solve's weighted hinge
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -225,6 +237,11 @@ class DEQConvClassifier(nn.Module):
             b_tol=float(b_tol), b_max_iter=int(b_max),
         )
         self.last_stats = stats
+        self.radius_loss = None
+        if self.training and float(cfg["radius_reg"]) > 0 and torch.is_grad_enabled():
+            hinge, _ = spectral_radius_penalty(lambda z_: self.layer(z_, x), z.detach(), None, None,
+                                               float(cfg["radius_target"]))
+            self.radius_loss = float(cfg["radius_reg"]) * hinge
         return z
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
