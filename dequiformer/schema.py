@@ -144,9 +144,6 @@ def resolve_section(section: str, given: Mapping[str, Any] | None, schema: Mappi
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {section}; valid: {sorted(schema)}")
     out = defaults(schema)
-    for key, option in schema.items():
-        if key in given:
-            out[key] = resolve_value(f"{section}.{key}", given[key], option)
-        elif option.fields is not None and key in out:
-            out[key] = resolve_value(f"{section}.{key}", out[key], option)
+    for key, value in given.items():
+        out[key] = resolve_value(f"{section}.{key}", value, schema[key])
     return out

@@ -132,6 +132,7 @@ def test_misspelt_sections_bad_deq_values_and_yaml_floats(tmp_path):
 
 def test_malformed_yaml_devices_solver_options_and_reader_options_are_named(tmp_path):
     from dequiformer.config import load_config
+    from dequiformer.classify.config import resolve_image_config
     from dequiformer.models.deq_conv import DEQConvClassifier
     from dequiformer.models.dequiformer import resolve_deq
     from dequiformer.train.settings import resolve_train
@@ -163,6 +164,8 @@ def test_malformed_yaml_devices_solver_options_and_reader_options_are_named(tmp_
     assert conv.deq["forward"] == {"damping": 0.3} and conv.deq["anderson"]["m"] == 5 and conv.deq["tol"] == 1e-3
     with pytest.raises(ValueError, match=r"deq.m is a per-solver option now: set deq.anderson.m"):
         conv.configure_solver(m=3)
+    with pytest.raises(ValueError, match=r"deq.lam is a per-solver option now: set deq.anderson.lam"):
+        resolve_image_config({"deq": {"lam": 1e-3}})  # the config path names it too
     with pytest.raises(ValueError, match=r"deq.anderson.m must be an integer >= 1, got 0"):
         DEQConvClassifier.from_config({}, {"anderson": {"m": 0}})
 

@@ -18,8 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ..models.deq_conv import DEQ_SCHEMA as IMAGE_DEQ_SCHEMA
 from ..models.deq_conv import MODEL_SCHEMA as IMAGE_MODEL_SCHEMA
+from ..models.deq_conv import resolve_conv_deq
 from ..models.dequiformer import resolve_deq
 from ..models.hparams import DEFAULTS as STRUCTURE_MODEL_DEFAULTS
 from ..schema import Option, defaults, resolve_section
@@ -103,7 +103,7 @@ def resolve_image_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     for key in _IMAGE_SHAPE_KEYS:
         if key not in (cfg.get("model") or {}):
             model[key] = None
-    return {"model": model, "deq": resolve_section("deq", cfg.get("deq"), IMAGE_DEQ_SCHEMA),
+    return {"model": model, "deq": resolve_conv_deq(cfg.get("deq")),
             "data": resolve_section("data", cfg.get("data"), IMAGE_DATA_SCHEMA),
             "train": resolve_section("train", cfg.get("train"), IMAGE_TRAIN_SCHEMA)}
 

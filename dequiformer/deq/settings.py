@@ -7,15 +7,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..schema import Option
+from .implicit import GRADIENT_MODES
 from .solvers import SOLVER_SCHEMAS, SOLVERS
 
-__all__ = ["GRAD_MODES", "solve_schema"]
-
-GRAD_MODES = ("ift", "phantom", "none")
+__all__ = ["solve_schema"]
 
 
 def solve_schema(*, tol: float, max_iter: int, b_tol: float | None, b_max_iter: int | None,
-                 solvers: Sequence[str] = tuple(SOLVERS), grad_modes: Sequence[str] = GRAD_MODES) -> dict[str, Option]:
+                 solvers: Sequence[str] = tuple(SOLVERS), grad_modes: Sequence[str] = GRADIENT_MODES) -> dict[str, Option]:
     """The shared ``deq`` options with these defaults. ``tol`` / ``b_tol`` are relative residuals
     per graph (or image); ``b_tol`` / ``b_max_iter`` ``None`` means "as the forward solve"."""
     return {

@@ -24,18 +24,19 @@ keeps ``f`` well inside its contractive regime at initialisation.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ..deq import GRADIENT_MODES, SolverStats, fixed_point_with_grad
+from ..deq import SolverStats, fixed_point_with_grad
 from ..deq.diagnostics import spectral_radius_penalty
 from ..deq.settings import solve_schema
 from ..deq.solvers import SOLVER_OPTIONS
 from ..schema import Option, defaults, resolve_section
 
-__all__ = ["DEQConvClassifier", "ResidualConvLayer", "MODEL_DEFAULTS", "DEQ_DEFAULTS", "DEQ_SCHEMA", "LAYER_FORMS"]
+__all__ = ["DEQConvClassifier", "ResidualConvLayer", "MODEL_DEFAULTS", "DEQ_DEFAULTS", "DEQ_SCHEMA", "LAYER_FORMS",
+           "resolve_conv_deq"]
 
 LAYER_FORMS = ("resnet", "post_injection")
 IMAGE_SOLVERS = ("anderson", "forward")
@@ -67,8 +68,7 @@ MODEL_SCHEMA: dict[str, Option] = {
 MODEL_DEFAULTS: dict[str, Any] = defaults(MODEL_SCHEMA)
 
 DEQ_SCHEMA: dict[str, Option] = {
-    **solve_schema(tol=1e-2, max_iter=25, b_tol=None, b_max_iter=None, solvers=IMAGE_SOLVERS,
-                   grad_modes=GRADIENT_MODES),
+    **solve_schema(tol=1e-2, max_iter=25, b_tol=None, b_max_iter=None, solvers=IMAGE_SOLVERS),
     # in training, radius_reg * mean relu(rho - radius_target)^2 over the batch's images, rho a
     # power-iteration estimate of the layer's spectral radius at each image's fixed point (as the
     # force-field DEQ's deq.radius_reg): keeps the layer contractive, which Anderson's speed needs
@@ -79,6 +79,17 @@ DEQ_SCHEMA: dict[str, Option] = {
 steps; ``b_tol`` / ``b_max_iter`` null: as the forward solve), the same solver settings as the
 force-field DEQ's (:mod:`dequiformer.deq.settings`)."""
 DEQ_DEFAULTS: dict[str, Any] = defaults(DEQ_SCHEMA)
+# Anderson's / forward iteration's options, flat keys of this section in earlier configs
+_PER_SOLVER_KEYS = {key: name for name, opts in SOLVER_OPTIONS.items() for key in opts}
+
+
+def resolve_conv_deq(deq_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The conv classifier's ``deq`` section checked (:data:`DEQ_SCHEMA`); a per-solver option
+    given as a flat key (``deq.m``, earlier configs) is an error naming where it goes now."""
+    for key in deq_cfg or {}:
+        if key in _PER_SOLVER_KEYS:
+            raise ValueError(f"deq.{key} is a per-solver option now: set deq.{_PER_SOLVER_KEYS[key]}.{key}")
+    return resolve_section("deq", deq_cfg, DEQ_SCHEMA)
 
 
 def _pair(value: int | list[int] | tuple[int, int], name: str) -> tuple[int, int]:
@@ -193,20 +204,16 @@ class DEQConvClassifier(nn.Module):
         """Build from the ``model`` and ``deq`` config sections; unknown keys raise an error naming them."""
         model = resolve_section("model", model_cfg, MODEL_SCHEMA)
         model.pop("name")
-        return cls(**model, **resolve_section("deq", deq_cfg, DEQ_SCHEMA))
+        return cls(**model, **resolve_conv_deq(deq_cfg))
 
     def configure_solver(self, **settings: Any) -> None:
         """Set solver settings (keys of :data:`DEQ_SCHEMA`; per-solver options as mappings, merged
         into the current ones); used by ``bench`` to switch solvers. Checked by the schema."""
-        moved = {key: name for name, opts in SOLVER_OPTIONS.items() for key in opts}
-        for key in settings:
-            if key in moved:  # the flat keys of earlier configs
-                raise ValueError(f"deq.{key} is a per-solver option now: set deq.{moved[key]}.{key}")
         current = getattr(self, "deq", DEQ_DEFAULTS)
         merged = {**current, **settings}
         for name in IMAGE_SOLVERS:
             merged[name] = {**current[name], **(settings.get(name) or {})}
-        self.deq = resolve_section("deq", merged, DEQ_SCHEMA)
+        self.deq = resolve_conv_deq(merged)
 
     @staticmethod
     def _solver_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:

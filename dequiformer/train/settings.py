@@ -23,10 +23,12 @@ def _device(value: str) -> str:
 
 
 def _loss(value: str) -> str:
-    from .losses import LOSS_ALIASES
+    from .losses import LOSS_ALIASES, loss_name
 
-    if str(value).strip().lower() not in LOSS_ALIASES:
-        raise ValueError(f"must be one of {', '.join(sorted(LOSS_ALIASES))}, got {value!r}")
+    try:
+        loss_name(value)  # the one lookup of loss names and aliases
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(sorted(LOSS_ALIASES))}, got {value!r}") from None
     return value
 
 
