@@ -174,3 +174,26 @@ def test_training_gradient_matches_unrolled_autograd():
         assert torch.allclose(ift[n], p.grad, rtol=1e-6, atol=1e-9), n
         checked += 1
     assert checked > 10
+
+
+def test_one_step_force_tangent_keeps_force_values_and_approximates_their_gradient():
+    """``deq.force_tangent: one_step`` drops the tangent solve: same forces, a gradient that points
+    the same way as the exact one on a contractive layer, but is not identical to it."""
+    atoms = ethanol()
+    atoms.rattle(0.05, seed=3)
+    weights = torch.randn(len(atoms), 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for mode in ("exact", "one_step"):
+        torch.manual_seed(0)
+        cfg = {**TINY, "name": "dequiformer", "norm_placement": "pre", "num_layers": 1, "forces": "conservative"}
+        model = build_model(cfg, {**DEQ, "force_tangent": mode}).double().train()
+        out = model(graph(atoms))
+        (out["forces"] * weights).sum().backward()
+        grad = torch.cat([p.grad.flatten() for n, p in model.named_parameters()
+                          if p.grad is not None and not n.startswith("force_head")])
+        results[mode] = (out["forces"].detach(), grad)
+    (f_exact, g_exact), (f_one, g_one) = results["exact"], results["one_step"]
+    assert torch.allclose(f_exact, f_one, atol=1e-10)
+    cosine = float(g_exact @ g_one / (g_exact.norm() * g_one.norm()))
+    assert cosine > 0.9
+    assert not torch.allclose(g_exact, g_one, rtol=1e-4, atol=1e-8)

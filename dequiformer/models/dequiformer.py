@@ -43,6 +43,13 @@ DEQ_SCHEMA: dict[str, Option] = {
     # target, where warm starts converge in a step or two. 0 turns it off.
     "radius_reg": Option(0.0, float, low=0),
     "radius_target": Option(0.5, float, low=0),
+    # training with a loss on -dE/dpos (conservative forces, train.grad_force_weight): how the
+    # loss's gradient passes back through the adjoint g = (I - J^T)^{-1} dE/dz*. "exact" solves the
+    # tangent equation u = J u + u0 (one more solve, each step a double backward through the
+    # layer); "one_step" keeps only its first Neumann term u0 (Jacobian-free, like the phantom
+    # gradient of the fixed point itself): the forces' values stay exact, their parameter gradient
+    # is approximate, and a training step is about a quarter cheaper (configs/demo/README.md)
+    "force_tangent": Option("exact", str, choices=("exact", "one_step")),
 }
 DEQ_DEFAULTS: dict[str, Any] = defaults(DEQ_SCHEMA)
 
@@ -125,8 +132,9 @@ class DEQuiformer(ForceFieldModel):
         IFT hook attached, so gradients reaching it follow ``dz*/dtheta``), the layer is
         re-evaluated on fresh position/strain leaves (so ``df/dpos`` is the partial derivative
         at fixed ``z``), and ``g_theta = dE/dz* + J^T g`` (value ``g``) carries a tangent solve
-        ``u = J u + u0`` on its incoming gradient (:func:`attach_tangent_solve`). Checked against
-        finite differences in the tests.
+        ``u = J u + u0`` on its incoming gradient (:func:`attach_tangent_solve`; with
+        ``deq.force_tangent: one_step`` only ``u0``, the first term of its Neumann series). Checked
+        against finite differences in the tests.
         """
         cfg = self.deq_cfg
         shape, n = x.shape, x.shape[0]
@@ -156,11 +164,13 @@ class DEQuiformer(ForceFieldModel):
         g_theta = g
         if create:
             (jtg,) = torch.autograd.grad(fz, z, g, create_graph=True)
-            g_theta = attach_tangent_solve(
-                v + jtg, fz, z, ctx.batch, ctx.num_graphs, solver=solver,
-                solver_kwargs=self._solver_kwargs(solver), tol=float(cfg["b_tol"]),
-                max_iter=int(cfg["b_max_iter"]), stats_out=stats.backward,
-            )
+            g_theta = v + jtg
+            if cfg["force_tangent"] == "exact":
+                g_theta = attach_tangent_solve(
+                    g_theta, fz, z, ctx.batch, ctx.num_graphs, solver=solver,
+                    solver_kwargs=self._solver_kwargs(solver), tol=float(cfg["b_tol"]),
+                    max_iter=int(cfg["b_max_iter"]), stats_out=stats.backward,
+                )
         grads = torch.autograd.grad(fz, disp.leaves(), g_theta.to(fz.dtype), create_graph=create, allow_unused=True)
         return [torch.zeros_like(leaf) if gr is None else gr for gr, leaf in zip(grads, disp.leaves())]
 
