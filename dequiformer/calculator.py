@@ -21,6 +21,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from .data.graph import AtomicGraph
 from .deq.predictor import FixedPointPredictor
 from .inference import OutputUnits, SolveSettings
+from .profiling import stage
 
 
 #: a warm start is dropped when any atom moved further than this since the last call (Angstrom):
@@ -53,6 +54,10 @@ class DEQCalculator(Calculator):
             that is not contractive it pays only for tight solves: on the session-3 demo DEQ along
             0.5 fs aspirin frames it cut solver steps from 8.6 to 5.6 at ``reuse_tol`` 1e-3 and from
             14.0 to 10.1 at 1e-4, but raised them (and the force error) at 1e-2 and 1e-1.
+        correctors: along a trajectory, where the last two fixed points extrapolate linearly, take
+            exactly this many damped steps from the extrapolation instead of solving to ``reuse_tol``
+            (ASPC, :mod:`dequiformer.deq.corrector`; default: the model's ``deq.correctors``, off
+            when null). Needs a contractive layer; implies ``predictor`` 2.
         dtype: ``"float32"`` or ``"float64"``.
 
     Forces are the model's: the direct head's, or ``-dE/dpos`` for a model trained with
@@ -83,6 +88,7 @@ class DEQCalculator(Calculator):
         adjoint_tol: float | None = None,
         predictor: int | None = None,
         max_iter: int | None = None,
+        correctors: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -102,7 +108,8 @@ class DEQCalculator(Calculator):
         self.is_deq = self.model.is_implicit
         self.fp_reuse = bool(fp_reuse) and self.is_deq
         self.conservative = bool(getattr(self.model, "conservative", False))
-        self.settings = SolveSettings.for_model(self.model, tol, reuse_tol, adjoint_tol, max_iter, predictor)
+        self.settings = SolveSettings.for_model(self.model, tol, reuse_tol, adjoint_tol, max_iter, predictor,
+                                                correctors)
         self.units = OutputUnits.for_model(self.model)
         self.unconverged_calls = 0  # calls whose fixed-point (or adjoint) solve did not converge
         if not self.conservative:  # instance attribute: ASE asks the instance what it can do
@@ -142,10 +149,11 @@ class DEQCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         start = time.perf_counter()
-        graph = AtomicGraph.from_atoms(
-            self.atoms, cutoff=self.model.cutoff, max_neighbors=self.model.max_neighbors,
-            dtype=self.dtype, device=self.device,
-        )
+        with stage("graph"):
+            graph = AtomicGraph.from_atoms(
+                self.atoms, cutoff=self.model.cutoff, max_neighbors=self.model.max_neighbors,
+                dtype=self.dtype, device=self.device,
+            )
         periodic = bool(np.all(self.atoms.pbc))
         if "stress" in properties:
             if not periodic:
@@ -158,7 +166,8 @@ class DEQCalculator(Calculator):
         species = torch.as_tensor(self.atoms.numbers) if self.fp_reuse else None
         guess = self.predictor.predict(coords, labels=species) if self.fp_reuse else {}
         z0 = guess.get("z")
-        kwargs = self.settings.model_kwargs(self.model, warm=z0 is not None, guess=guess, stress=want_stress)
+        kwargs = self.settings.model_kwargs(self.model, warm=z0 is not None, guess=guess, stress=want_stress,
+                                            extrapolated=self.predictor.last_order >= 2)
         with torch.no_grad():
             out = self.model(graph, **kwargs)
         if self.fp_reuse:
@@ -177,6 +186,7 @@ class DEQCalculator(Calculator):
             "converged": bool(stats.converged[0]),
             "reused": z0 is not None,
             "predictor_order": self.predictor.last_order if z0 is not None else 0,
+            "corrected": "correctors" in kwargs,
             "seconds": time.perf_counter() - start,
         }
         if "adjoint" in out:

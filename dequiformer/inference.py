@@ -24,7 +24,11 @@ class SolveSettings:
     (default: the call's own tolerance). ``max_iter``: solver cap (default: the model's
     ``deq.max_iter``). ``predictor``: past fixed points each warm start is extrapolated from
     (default: the model's ``deq.predictor``, or when that is null 3 for ``reuse_tol <= 1e-3`` and
-    1 above; see :class:`~dequiformer.deq.predictor.FixedPointPredictor`).
+    1 above; see :class:`~dequiformer.deq.predictor.FixedPointPredictor`). ``correctors``: where
+    the last two fixed points extrapolate linearly, take exactly this many damped steps instead of
+    solving to ``reuse_tol`` (ASPC, :mod:`dequiformer.deq.corrector`; default: the model's
+    ``deq.correctors``, null = off); it implies ``predictor`` 2, the linear extrapolation ASPC's
+    damping is made for.
     """
 
     tol: float
@@ -32,15 +36,25 @@ class SolveSettings:
     adjoint_tol: float | None
     max_iter: int | None
     predictor: int
+    correctors: int | None = None
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, tol: float = 1e-4, reuse_tol: float | None = None,
                   adjoint_tol: float | None = None, max_iter: int | None = None,
-                  predictor: int | None = None) -> "SolveSettings":
+                  predictor: int | None = None, correctors: int | None = None) -> "SolveSettings":
         """The settings for ``model`` with the package's defaults filled in and the values checked."""
         deq = model.deq_cfg if model.is_implicit else {}
         if reuse_tol is None:
             reuse_tol = deq.get("reuse_tol", 1e-1)
+        if correctors is None:
+            correctors = deq.get("correctors")
+        if correctors is not None:
+            if int(correctors) < 1:
+                raise ValueError(f"correctors must be >= 1 (or None), got {correctors}")
+            if predictor not in (None, 2):
+                raise ValueError(f"correctors (ASPC) extrapolate linearly from the last two fixed points: they "
+                                 f"need predictor 2, got predictor {predictor}")
+            predictor = 2
         if predictor is None:
             predictor = deq.get("predictor")
         for name, value in (("tol", tol), ("reuse_tol", reuse_tol), ("adjoint_tol", adjoint_tol)):
@@ -53,17 +67,22 @@ class SolveSettings:
         if predictor not in EXTRAPOLATION:
             raise ValueError(f"predictor history must be one of {sorted(EXTRAPOLATION)}, got {predictor!r}")
         return cls(float(tol), float(reuse_tol), None if adjoint_tol is None else float(adjoint_tol),
-                   None if max_iter is None else int(max_iter), int(predictor))
+                   None if max_iter is None else int(max_iter), int(predictor),
+                   None if correctors is None else int(correctors))
 
     def model_kwargs(self, model: torch.nn.Module, warm: bool, guess: dict[str, torch.Tensor] | None = None,
-                     stress: bool = False) -> dict[str, Any]:
+                     stress: bool = False, extrapolated: bool = False) -> dict[str, Any]:
         """Keyword arguments of ``model(graph, **kwargs)``: the warm starts in ``guess`` (``"z"``,
-        ``"adjoint"``), the tolerance (``reuse_tol`` when ``warm``), caps and the adjoint's tolerance."""
+        ``"adjoint"``), the tolerance (``reuse_tol`` when ``warm``), caps and the adjoint's tolerance;
+        with ``correctors`` set and a guess ``extrapolated`` from two fixed points, the corrector
+        steps instead of a solve to ``reuse_tol``."""
         kwargs: dict[str, Any] = {"stress": True} if stress else {}
         if not model.is_implicit:
             return kwargs
         guess = guess or {}
         kwargs.update(z0=guess.get("z"), tol=self.reuse_tol if warm else self.tol)
+        if self.correctors is not None and warm and extrapolated:
+            kwargs["correctors"] = self.correctors
         if self.max_iter is not None:
             kwargs["max_iter"] = self.max_iter
         if getattr(model, "conservative", False):

@@ -58,6 +58,8 @@ class DEQTorchSimModel(ModelInterface):
         max_iter: solver iteration cap (default: the model's ``deq.max_iter``).
         predictor: past fixed points each system's start is extrapolated from (1-3; default as
             in ``DEQCalculator``: the model's ``deq.predictor``).
+        correctors: ASPC warm starts as in ``DEQCalculator`` (default: the model's
+            ``deq.correctors``); used in a call only when every system's start was extrapolated.
         max_jump: a system's warm start is dropped when any atom moved further than this (A).
         compute_stress: give ``stress`` on periodic states (default: for conservative models;
             direct-force models cannot).
@@ -79,6 +81,7 @@ class DEQTorchSimModel(ModelInterface):
         adjoint_tol: float | None = None,
         max_iter: int | None = None,
         predictor: int | None = None,
+        correctors: int | None = None,
         max_jump: float = 1.0,
         compute_stress: bool | None = None,
     ) -> None:
@@ -104,7 +107,8 @@ class DEQTorchSimModel(ModelInterface):
         self._compute_stress = self.conservative if compute_stress is None else bool(compute_stress)
         self._compute_forces = True
         self.fp_reuse = bool(fp_reuse) and self.is_deq
-        self.settings = SolveSettings.for_model(self.model, tol, reuse_tol, adjoint_tol, max_iter, predictor)
+        self.settings = SolveSettings.for_model(self.model, tol, reuse_tol, adjoint_tol, max_iter, predictor,
+                                                correctors)
         self.max_jump = float(max_jump)
         self._predictors: list[FixedPointPredictor] = []
         self.units = OutputUnits.for_model(self.model)
@@ -177,8 +181,9 @@ class DEQTorchSimModel(ModelInterface):
         want_stress = self._compute_stress and pbc
         coords = positions.detach().cpu().double()
         guess, warm = self._warm_starts(graph, coords) if self.fp_reuse else ({}, [False] * n_systems)
+        extrapolated = self.fp_reuse and all(p.last_order >= 2 for p in self._predictors[:n_systems])
         call = self.settings.model_kwargs(self.model, warm=all(warm) and n_systems > 0, guess=guess,
-                                          stress=want_stress)
+                                          stress=want_stress, extrapolated=extrapolated)
         with torch.no_grad():
             out = self.model(graph, **call)
         if self.fp_reuse:

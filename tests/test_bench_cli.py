@@ -1,4 +1,4 @@
-"""`dequiformer bench solver | accuracy | nve | md | batched` end to end on tiny data."""
+"""`dequiformer bench solver | accuracy | nve | md | profile | batched` end to end on tiny data."""
 import json
 
 import numpy as np
@@ -117,6 +117,34 @@ def test_bench_md_end_to_end(tmp_path):
     assert by[(6, "deq_reuse")]["solver_steps"] < by[(6, "deq_cold")]["solver_steps"]
     assert [r["atoms"] for r in report["ratios"]] == [3, 6]
     assert (out / "md_speed.png").stat().st_size > 0
+
+
+def test_bench_profile_splits_a_call_into_stages(tmp_path):
+    """Every row has the stages; the explicit model spends its trunk in blocks, the DEQ also in
+    its solver; the stages account for the profiled call."""
+    from ase.build import molecule
+    from ase.io import write
+
+    from dequiformer.bench.profile import SHOWN
+    from test_md import write_tiny_checkpoint
+
+    write(tmp_path / "water.xyz", molecule("H2O"), format="extxyz")
+    deq = write_tiny_checkpoint(tmp_path / "deq.pt")
+    explicit = write_tiny_checkpoint(tmp_path / "ev2.pt", explicit=True)
+    out = tmp_path / "profile"
+    assert main(["bench", "profile", "--checkpoint", f"deq={deq}", f"x={explicit}", "--structure",
+                 str(tmp_path / "water.xyz"), "--copies", "1", "2", "--calls", "2", "--warmup", "2", "--quiet",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "profile.json").read_text())
+    assert [(r["atoms"], r["checkpoint"], r["kind"]) for r in report["rows"]] == [
+        (3, "deq", "deq"), (3, "x", "explicit"), (6, "deq", "deq"), (6, "x", "explicit")]
+    for r in report["rows"]:
+        assert set(r["stages"]) == set(SHOWN) and all(v >= 0 for v in r["stages"].values())
+        assert r["stages"]["blocks"] > 0 and r["stages"]["graph"] > 0 and r["ms_per_call"] > 0
+        assert sum(r["stages"].values()) == pytest.approx(r["profiled_ms_per_call"], rel=0.05)
+        assert r["top_ops"] and r["solver_steps"] >= 1
+    assert (out / "profile.png").stat().st_size > 0
+    assert main(["bench", "profile", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
 
 
 def test_bench_batched_end_to_end(tmp_path):

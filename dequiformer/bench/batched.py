@@ -35,17 +35,17 @@ def _systems(molecule: Atoms, count: int, seed: int) -> list[Atoms]:
 def _ase_one_by_one(model: Any, systems: list[Atoms], steps: int, dt_fs: float, temperature_k: float,
                     tol: float, reuse_tol: float | None, dtype: str, device: str, seed: int) -> dict[str, Any]:
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.md.verlet import VelocityVerlet
 
     from ..calculator import DEQCalculator
+    from ..simulate.md import init_velocities
 
     solver_steps = []
     start = time.perf_counter()
     for i, atoms in enumerate(systems):
         calc = DEQCalculator(model, device=device, tol=tol, reuse_tol=reuse_tol, dtype=dtype)
         atoms.calc = calc
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=np.random.default_rng(seed + i))
+        init_velocities(atoms, temperature_k, seed + i)
         dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
         dyn.attach(lambda c=calc: solver_steps.append(c.stats["solver_steps"]), interval=1)
         dyn.run(steps)

@@ -1,6 +1,6 @@
-"""``dequiformer bench solver | accuracy | nve | md | batched``: solver speed and f-evaluation counts; accuracy
-of several configs trained on the same data under the same budget; NVE energy conservation; MD
-speed and memory against system size."""
+"""``dequiformer bench solver | accuracy | nve | md | profile | batched``: solver speed and f-evaluation
+counts; accuracy of several configs trained on the same data under the same budget; NVE energy
+conservation; MD speed and memory against system size; where one force call's time goes."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,8 @@ from .main import add_overrides_option
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    for add in (_solver_arguments, _accuracy_arguments, _nve_arguments, _md_arguments, _batched_arguments):
+    for add in (_solver_arguments, _accuracy_arguments, _nve_arguments, _md_arguments, _profile_arguments,
+                _batched_arguments):
         add(sub)
 
 
@@ -98,6 +99,25 @@ def _md_arguments(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--json", help="write the report here (default OUT/md.json)")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
 
+def _profile_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="where one force call's time goes (torch.profiler), per stage and operator",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
+                   help="checkpoints (default: the bundled demo DEQ and explicit models)")
+    p.add_argument("--structure", default=None, help="the molecule to replicate (default: bundled held-out aspirin)")
+    p.add_argument("--frame", type=int, default=0)
+    p.add_argument("--copies", type=int, nargs="+", default=[1, 64],
+                   help="copies of the molecule per system (default 1 64: 21 and 1344 aspirin atoms)")
+    p.add_argument("--calls", type=int, default=5, help="profiled NVE MD steps per case (and as many timed without)")
+    p.add_argument("--warmup", type=int, default=4, help="MD steps before profiling (the warm starts' history)")
+    p.add_argument("--dt", type=float, default=0.5, help="MD time step (fs)")
+    p.add_argument("--top", type=int, default=12, help="torch operators listed per case")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--out", default="bench_profile", help="output folder (PNG, JSON)")
+    p.add_argument("--json", help="write the report here (default OUT/profile.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _batched_arguments(sub: argparse._SubParsersAction) -> None:
@@ -129,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_nve(args)
     if args.bench == "md":
         return _run_md_speed(args)
+    if args.bench == "profile":
+        return _run_profile(args)
     return _run_solver(args)
 
 
@@ -184,6 +206,35 @@ def _run_md_speed(args: argparse.Namespace) -> int:
         if len(r) > 1:
             print(f"{r['atoms']:>6} atoms: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "atoms"))
     write_json(args.json or out / "md.json", report)
+    return 0
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..bench.profile import SHOWN, plot_profile, run_profile_benchmark
+    from ..train.checkpoint import CheckpointError
+    from ..rundir import write_json
+
+    try:
+        if min(args.copies) < 1:
+            raise ValueError(f"need --copies >= 1 (got {args.copies})")
+        checkpoints, molecule = _demo_models_and_molecule(args)
+        report = run_profile_benchmark(checkpoints, molecule, args.copies, calls=args.calls, warmup=args.warmup,
+                                       dt_fs=args.dt, device=args.device, dtype=args.dtype,
+                                       threads=args.threads, top=args.top, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
+        print(f"dequiformer bench profile: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    report["checkpoints"] = checkpoints
+    report["plot"] = str(plot_profile(report, out / "profile.png"))
+    print(f"{'atoms':>6} {'checkpoint':<14}{'ms/call':>9}{'steps':>7}  " + " ".join(f"{s[:10]:>10}" for s in SHOWN))
+    for r in report["rows"]:
+        print(f"{r['atoms']:>6} {r['checkpoint']:<14}{r['ms_per_call']:>9.1f}{r['solver_steps']:>7.2f}  "
+              + " ".join(f"{r['stages'][s]:>10.2f}" for s in SHOWN))
+    write_json(args.json or out / "profile.json", report)
     return 0
 
 

@@ -13,6 +13,7 @@ from ..data.graph import AtomicGraph
 from ..nn.context import EdgeContext
 from ..nn.dropout import RecurrentDropout
 from ..nn.norms import build_norm
+from ..profiling import stage
 from .derivatives import Displacement, displace, stress_from_strain_gradient
 from .encoder import Encoder
 from .heads import ClassificationHead, EnergyHead, ForceHead, OutputScaling
@@ -92,8 +93,10 @@ class ForceFieldModel(torch.nn.Module):
 
     def prepare(self, graph: AtomicGraph) -> tuple[EdgeContext, torch.Tensor]:
         self.check_graph(graph)
-        ctx = self.encoder.context(graph)
-        return ctx, self.encoder(ctx)
+        with stage("edge_context"):
+            ctx = self.encoder.context(graph)
+        with stage("embedding"):
+            return ctx, self.encoder(ctx)
 
     @property
     def conservative(self) -> bool:
@@ -148,18 +151,22 @@ class ForceFieldModel(torch.nn.Module):
         derivatives = grad_forces or stress or self.conservative
         if not derivatives:
             ctx, x = self.prepare(graph)
-            h, extras = self.trunk(x, ctx, **kwargs)
-            out: dict[str, Any] = self.decode(h, ctx)
+            with stage("trunk"):
+                h, extras = self.trunk(x, ctx, **kwargs)
+            with stage("heads"):
+                out: dict[str, Any] = self.decode(h, ctx)
             return self._finish(out, extras, ctx)
         grad_mode = torch.is_grad_enabled()
         create = self.training and grad_mode
         with torch.enable_grad():
             disp = displace(graph, stress=stress)
             ctx, x = self.prepare(disp.graph)
-            with torch.set_grad_enabled(grad_mode or self.trunk_needs_graph()):
+            with torch.set_grad_enabled(grad_mode or self.trunk_needs_graph()), stage("trunk"):
                 h, extras = self.trunk(x, ctx, **kwargs)
-            out = self.decode(h, ctx, forces=not self.conservative)
-            grads = self.energy_gradient(out["energy"], h, x, ctx, disp, extras, create)
+            with stage("heads"):
+                out = self.decode(h, ctx, forces=not self.conservative)
+            with stage("energy_gradient"):
+                grads = self.energy_gradient(out["energy"], h, x, ctx, disp, extras, create)
         minus_grad = -grads[0].to(graph.pos.dtype)
         if self.conservative:
             out["forces"] = minus_grad

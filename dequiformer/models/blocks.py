@@ -8,6 +8,7 @@ from ..nn.context import EdgeContext
 from ..nn.dropout import EquivariantDropout, GraphDropPath
 from ..nn.feed_forward import FeedForwardNetwork
 from ..nn.norms import build_norm
+from ..profiling import stage
 from .encoder import edge_channels_list
 
 
@@ -48,11 +49,12 @@ class TransformerBlock(torch.nn.Module):
         self.proj_drop_2 = EquivariantDropout(hp["proj_drop"])
 
     def forward(self, x: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
-        h = self.attention(self.norm_1(x), ctx)
-        if self.pre_post:
-            h = self.post_norm_1(h)
-        x = x + self.proj_drop_1(self.path_drop_1(h, ctx.batch, ctx.num_graphs))
-        h = self.ffn(self.norm_2(x))
-        if self.pre_post:
-            h = self.post_norm_2(h)
-        return x + self.proj_drop_2(self.path_drop_2(h, ctx.batch, ctx.num_graphs))
+        with stage("block"):
+            h = self.attention(self.norm_1(x), ctx)
+            if self.pre_post:
+                h = self.post_norm_1(h)
+            x = x + self.proj_drop_1(self.path_drop_1(h, ctx.batch, ctx.num_graphs))
+            h = self.ffn(self.norm_2(x))
+            if self.pre_post:
+                h = self.post_norm_2(h)
+            return x + self.proj_drop_2(self.path_drop_2(h, ctx.batch, ctx.num_graphs))

@@ -7,6 +7,7 @@ import torch
 
 from ..data.graph import AtomicGraph
 from ..deq import fixed_point_with_grad
+from ..deq.corrector import corrector_steps
 from ..deq.implicit import adjoint_solve, attach_tangent_solve
 from ..deq.settings import solve_schema
 from ..schema import Option, defaults, resolve_section
@@ -24,6 +25,11 @@ DEQ_SCHEMA: dict[str, Option] = {
     # (see deq.predictor.FixedPointPredictor)
     "reuse_tol": Option(1e-1, float, low=0, low_open=True),
     "predictor": Option(None, int, nullable=True, choices=(1, 2, 3)),
+    # warm starts along a trajectory without a tolerance (ASPC, deq/corrector.py): where the last
+    # two fixed points give a linear extrapolation, take exactly this many damped steps
+    # z <- (2/3) f(z) + (1/3) z from it instead of solving to reuse_tol; null = off. Needs a
+    # contractive layer (Jacobian radius well below 1, e.g. trained with radius_reg)
+    "correctors": Option(None, int, nullable=True, low=1),
     "phantom_steps": Option(1, int, low=1),
     "phantom_tau": Option(1.0, float, low=0, low_open=True),
     # loss on intermediate solver states, weight ** (K - k) for the k-th of K
@@ -211,6 +217,7 @@ class DEQuiformer(ForceFieldModel):
         trace: bool = False,
         adjoint0: torch.Tensor | None = None,
         adjoint_tol: float | None = None,
+        correctors: int | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         cfg = self.deq_cfg
         for module in self.dropout_modules():
@@ -236,12 +243,18 @@ class DEQuiformer(ForceFieldModel):
         if not self.training:  # (training masks are shaped for the whole batch)
             f.evaluate_rows = self._partial_layer(x, ctx, shape)  # type: ignore[attr-defined]
 
-        z, stats, states = fixed_point_with_grad(
-            f, z0, ctx.batch, ctx.num_graphs, solver=solver, solver_kwargs=solver_kwargs, tol=float(tol),
-            max_iter=int(max_iter or cfg["max_iter"]), grad=cfg["grad"], b_tol=float(cfg["b_tol"]),
-            b_max_iter=int(cfg["b_max_iter"]), phantom_steps=int(cfg["phantom_steps"]),
-            phantom_tau=float(cfg["phantom_tau"]), n_states=n_states, trace=trace, recompute=bool(cfg["recompute"]),
-        )
+        if correctors is not None:
+            if not warm or (self.training and torch.is_grad_enabled()):
+                raise ValueError("correctors are an inference warm start: they need z0 and no training")
+            z, stats = corrector_steps(f, z0, ctx.batch, ctx.num_graphs, steps=int(correctors))
+            states = []
+        else:
+            z, stats, states = fixed_point_with_grad(
+                f, z0, ctx.batch, ctx.num_graphs, solver=solver, solver_kwargs=solver_kwargs, tol=float(tol),
+                max_iter=int(max_iter or cfg["max_iter"]), grad=cfg["grad"], b_tol=float(cfg["b_tol"]),
+                b_max_iter=int(cfg["b_max_iter"]), phantom_steps=int(cfg["phantom_steps"]),
+                phantom_tau=float(cfg["phantom_tau"]), n_states=n_states, trace=trace, recompute=bool(cfg["recompute"]),
+            )
         z = z.view(shape)
         extras = {
             "fixed_point": z.detach(),

@@ -45,6 +45,7 @@ def markov_check(
     where: str = "model",
     max_iter: int | None = None,
     predictor: int | None = None,
+    correctors: int | None = None,
 ) -> dict[str, Any]:
     """Compare reuse and cold solves on frames ``start .. start+frames-1`` of ``dataset``.
 
@@ -69,7 +70,7 @@ def markov_check(
     cold = DEQCalculator(model, device=device, fp_reuse=False, tol=tol, reuse_tol=reuse_tol, dtype=dtype,
                          max_iter=max_iter)
     reuse = DEQCalculator(model, device=device, fp_reuse=True, tol=tol, reuse_tol=reuse_tol, dtype=dtype,
-                          max_iter=max_iter, predictor=predictor)
+                          max_iter=max_iter, predictor=predictor, correctors=correctors)
     rel, de, steps_cold, steps_reuse, unconverged = [], [], [], [], 0
     for k in tqdm(range(first, first + frames), desc="Markov check", unit="frame", disable=not progress):
         atoms = dataset[k].to_atoms()
@@ -97,6 +98,7 @@ def markov_check(
         "tol": float(tol),
         "reuse_tol": float(reuse.reuse_tol),
         "predictor": int(reuse.predictor.history),
+        "correctors": reuse.settings.correctors,
         "energy_units": "eV",
         "unconverged_solves": int(unconverged),
         "force_rel_diff_per_frame": rel,

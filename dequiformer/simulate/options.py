@@ -20,6 +20,10 @@ def add_solver_arguments(parser: argparse.ArgumentParser, reuse_flag: bool = Tru
                         help="solver iteration cap per force call (default: the checkpoint's deq.max_iter)")
     parser.add_argument("--predictor", type=int, choices=[1, 2, 3], default=None,
                         help="past fixed points a warm start is extrapolated from (default: the calculator's)")
+    parser.add_argument("--correctors", type=int, default=None,
+                        help="ASPC warm starts: this many damped steps from the linear extrapolation of the last "
+                             "two fixed points instead of a solve to --reuse-tol (default: the checkpoint's "
+                             "deq.correctors; needs a contractive layer)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     add_threads_argument(parser)
@@ -59,7 +63,8 @@ def calculator_from_args(args: argparse.Namespace) -> "DEQCalculator":
     apply_threads(args)
     return DEQCalculator(args.checkpoint, device=args.device, fp_reuse=not getattr(args, "no_reuse", False),
                          tol=args.tol, reuse_tol=args.reuse_tol, dtype=args.dtype,
-                         max_iter=getattr(args, "max_iter", None), predictor=getattr(args, "predictor", None))
+                         max_iter=getattr(args, "max_iter", None), predictor=getattr(args, "predictor", None),
+                         correctors=getattr(args, "correctors", None))
 
 
 def user_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
