@@ -109,3 +109,37 @@ def test_radius_penalty_holds_the_dominant_mode_below_its_target():
 def test_negative_radius_penalty_is_refused():
     with pytest.raises(ValueError, match="radius_reg"):
         build_model({**TINY, "name": "dequiformer"}, {"radius_reg": -1})
+
+
+def test_deferred_penalties_give_the_layer_the_same_gradient_without_holding_their_graph():
+    """``defer_penalties`` (the trainer's single-process default): the contractivity penalties are
+    evaluated after the main backward, so the forward holds less for backward, and the implicit
+    layer's parameters receive the same gradient as with the penalties in the loss."""
+    g = _labelled()
+    cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
+    deq = {"tol": 1e-8, "max_iter": 60, "b_tol": 1e-9, "b_max_iter": 80, "jacobian_reg": 2.0, "radius_reg": 3.0,
+           "radius_target": 0.0, "fp_correction": {"states": 0}}
+    results = {}
+    for defer in (False, True):
+        torch.manual_seed(0)
+        model = build_model(cfg, deq).double().train()
+        model.defer_penalties = defer
+        held, loss = _saved_bytes(model, g)
+        torch.manual_seed(1)  # the same random probes in both orders
+        if defer:
+            out = model(g)
+            parts: dict = {}
+            main, _ = ForceFieldLoss()(out, g, (1.0, 1.0))
+            main.backward()
+            torch.manual_seed(1)
+            ForceFieldLoss.add_penalties(out.pop("deferred_penalties")(), parts).backward()
+            assert parts["jacobian_loss"] > 0 and parts["radius_loss"] > 0
+        else:
+            out = model(g)
+            ForceFieldLoss()(out, g, (1.0, 1.0))[0].backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("blocks.") and p.grad is not None}
+        results[defer] = (held, grads)
+    assert results[True][0] < results[False][0]
+    assert len(results[True][1]) > 10
+    for name, grad in results[False][1].items():
+        assert torch.allclose(results[True][1][name], grad, rtol=1e-6, atol=1e-10), name

@@ -265,11 +265,39 @@ class DEQuiformer(ForceFieldModel):
             extras["adjoint0"] = adjoint0
         if adjoint_tol is not None:  # consumed by energy_gradient (instead of deq.b_tol)
             extras["adjoint_tol"] = float(adjoint_tol)
-        if self.training and float(cfg["jacobian_reg"]) > 0 and torch.is_grad_enabled():
-            extras["jacobian_loss"] = float(cfg["jacobian_reg"]) * jacobian_frobenius(f, z.detach().reshape(n, -1))
-        if self.training and float(cfg["radius_reg"]) > 0 and torch.is_grad_enabled():
-            hinge, radius = spectral_radius_penalty(f, z.detach().reshape(n, -1), ctx.batch, ctx.num_graphs,
-                                                    float(cfg["radius_target"]))
-            extras["radius_loss"] = float(cfg["radius_reg"]) * hinge
-            extras["train_radius"] = radius
+        if self.training and torch.is_grad_enabled() and (cfg["jacobian_reg"] > 0 or cfg["radius_reg"] > 0):
+            if self.defer_penalties:
+                extras["deferred_penalties"] = self._penalties(x.detach(), ctx.detached(), z.detach())
+            else:
+                extras.update(self._penalties(x, ctx, z.detach())())
         return z, extras
+
+    #: set by the trainer (single process): compute the contractivity penalties after the main
+    #: backward, as a second backward of their own, instead of adding them to the loss. Their
+    #: graphs (a tracked layer evaluation and its vector-Jacobian products) then never coexist
+    #: with the training step's, which lowers the step's peak memory; their gradient reaches the
+    #: implicit layer's parameters only (the layer is evaluated on a detached input injection)
+    defer_penalties: bool = False
+
+    def _penalties(self, x: torch.Tensor, ctx: EdgeContext, z: torch.Tensor):
+        """A closure returning the weighted contractivity penalties at the fixed point ``z``:
+        ``jacobian_loss`` (``deq.jacobian_reg``), ``radius_loss`` and ``train_radius``
+        (``deq.radius_reg``), each present when its weight is positive."""
+        cfg = self.deq_cfg
+        shape, n = x.shape, x.shape[0]
+
+        def f(v: torch.Tensor) -> torch.Tensor:
+            return self.implicit_layer(v.view(shape), x, ctx).reshape(n, -1)
+
+        def penalties() -> dict[str, torch.Tensor]:
+            out: dict[str, torch.Tensor] = {}
+            zf = z.reshape(n, -1)
+            if cfg["jacobian_reg"] > 0:
+                out["jacobian_loss"] = float(cfg["jacobian_reg"]) * jacobian_frobenius(f, zf)
+            if cfg["radius_reg"] > 0:
+                hinge, radius = spectral_radius_penalty(f, zf, ctx.batch, ctx.num_graphs, float(cfg["radius_target"]))
+                out["radius_loss"] = float(cfg["radius_reg"]) * hinge
+                out["train_radius"] = radius
+            return out
+
+        return penalties

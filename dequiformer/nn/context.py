@@ -31,6 +31,15 @@ class EdgeContext:
     def num_nodes(self) -> int:
         return int(self.atomic_numbers.shape[0])
 
+    def detached(self) -> "EdgeContext":
+        """The same context cut from the autograd graph of the positions (a layer evaluated on it
+        differentiates in its own parameters only)."""
+        return EdgeContext(
+            edge_index=self.edge_index, rotation=self.rotation.detached(), rbf=self.rbf.detach(),
+            envelope=None if self.envelope is None else self.envelope.detach(),
+            atomic_numbers=self.atomic_numbers, batch=self.batch, num_graphs=self.num_graphs,
+        )
+
     def subset(self, node_mask: torch.Tensor) -> "EdgeContext":
         """The context of the atoms in ``node_mask`` [N] bool, which must hold whole graphs
         (edges never cross graphs, so every kept edge has both ends kept). Graph ids stay as

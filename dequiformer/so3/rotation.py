@@ -31,6 +31,14 @@ class EdgeRotation:
         rescale = layout.rescale.to(device=edge_vec.device, dtype=edge_vec.dtype)
         self.inverse_matrix = (self.forward_matrix * rescale[None, :, None]).transpose(1, 2)  # [E, K, R]
 
+    def detached(self) -> "EdgeRotation":
+        """The same rotations cut from the autograd graph of the positions they came from."""
+        out = object.__new__(EdgeRotation)
+        out.layout = self.layout
+        out.forward_matrix = self.forward_matrix.detach()
+        out.inverse_matrix = self.inverse_matrix.detach()
+        return out
+
     def subset(self, edge_mask: torch.Tensor) -> "EdgeRotation":
         """The rotations of the edges selected by ``edge_mask`` [E] bool."""
         out = object.__new__(EdgeRotation)

@@ -165,17 +165,26 @@ class ForceFieldLoss:
                 corr = corr + self.correction_weight ** (k_total - k) * (self.energy_weight * ce + self.force_weight * cf)
             loss = loss + corr
             parts["correction_loss"] = float(corr.detach())
-        jac = out.get("jacobian_loss")
-        if jac is not None:  # DEQ Jacobian regulariser, already weighted by deq.jacobian_reg
-            loss = loss + jac
-            parts["jacobian_loss"] = float(jac.detach())
-        rad = out.get("radius_loss")
-        if rad is not None:  # DEQ spectral-radius hinge, already weighted by deq.radius_reg
-            loss = loss + rad
-            parts["radius_loss"] = float(rad.detach())
-            parts["train_radius"] = float(out["train_radius"].mean())
+        loss = loss + self.add_penalties(out, parts)
         parts["loss"] = float(loss.detach())
         return loss, parts
+
+    @staticmethod
+    def add_penalties(out: dict, parts: dict[str, float]) -> torch.Tensor:
+        """The DEQ's contractivity penalties in ``out`` (already weighted by ``deq.jacobian_reg`` /
+        ``deq.radius_reg``) summed into one term (0 when there are none); their values go to
+        ``parts`` (``jacobian_loss``, ``radius_loss``, ``train_radius``)."""
+        total = torch.zeros(())
+        jac = out.get("jacobian_loss")
+        if jac is not None:
+            total = total + jac
+            parts["jacobian_loss"] = float(jac.detach())
+        rad = out.get("radius_loss")
+        if rad is not None:
+            total = total + rad
+            parts["radius_loss"] = float(rad.detach())
+            parts["train_radius"] = float(out["train_radius"].mean())
+        return total
 
 
 def error_sums(out: dict, graph: AtomicGraph) -> dict[str, float]:

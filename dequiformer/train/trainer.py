@@ -130,6 +130,8 @@ class Trainer:
             raise ValueError("train.grad_force_weight: a conservative model (model.forces: conservative) already "
                              "trains its forces as -dE/dpos; set grad_force_weight to 0")
         self.implicit = self.model.is_implicit
+        if self.implicit and not self.info.enabled:  # (under DDP a second backward would sync twice)
+            self.model.defer_penalties = True
         fpc = self.model.deq_cfg["fp_correction"] if self.implicit else {}
         self.loss_fn = ForceFieldLoss(self.tcfg["energy_loss"], self.tcfg["force_loss"], self.tcfg["energy_weight"],
                                       self.tcfg["force_weight"], float(fpc.get("weight", 0.0)) if fpc.get("states") else 0.0,
@@ -298,9 +300,13 @@ class Trainer:
         if self.loss_fn.stress_weight > 0:
             kwargs.update(stress_request(self.model, graph))
         out = self.ddp_model(graph, **kwargs)
+        deferred = out.pop("deferred_penalties", None)
         loss, parts = self.loss_fn(out, graph, scales, denoms)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if deferred is not None:  # the DEQ's contractivity penalties, after the step's graph is freed
+            penalties = deferred()
+            self.loss_fn.add_penalties(penalties, parts).backward()
         clip = self.tcfg["clip_grad_norm"]
         norm = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else math.inf)
         ok = bool(torch.isfinite(norm))  # identical on all ranks: gradients are already reduced
