@@ -17,6 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add(sub)
 
 
+def _checkpoints_and_structure(p: argparse.ArgumentParser, checkpoints_help: str, structure_help: str) -> None:
+    """``--checkpoint [LABEL=]PATH ...``, ``--structure FILE``, ``--frame I`` (read by
+    :func:`_demo_models_and_molecule`)."""
+    p.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
+                   help=checkpoints_help)
+    p.add_argument("--structure", default=None, help=structure_help)
+    p.add_argument("--frame", type=int, default=0)
+
+
 def _solver_arguments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("solver", help="ours-anderson vs forward vs torchdeq anderson on one DEQuiformer layer",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -51,10 +60,8 @@ def _accuracy_arguments(sub: argparse._SubParsersAction) -> None:
 def _nve_arguments(sub: argparse._SubParsersAction) -> None:
     n = sub.add_parser("nve", help="NVE total-energy drift: direct vs conservative, DEQ cold vs reuse, explicit",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    n.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
-                   help="checkpoints to compare (default: the bundled demo models)")
-    n.add_argument("--structure", default=None, help="start structure (default: frame 0 of the bundled held-out aspirin)")
-    n.add_argument("--frame", type=int, default=0)
+    _checkpoints_and_structure(n, "checkpoints to compare (default: the bundled demo models)",
+                               "start structure (default: frame 0 of the bundled held-out aspirin)")
     n.add_argument("--steps", type=int, default=4000, help="MD steps per case (default 4000 = 2 ps at 0.5 fs)")
     n.add_argument("--dt", type=float, default=0.5, help="time step (fs)")
     n.add_argument("--temperature", type=float, default=300.0, help="initial temperature (K)")
@@ -78,10 +85,8 @@ def _nve_arguments(sub: argparse._SubParsersAction) -> None:
 def _md_arguments(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("md", help="ms per MD step against system size: explicit, DEQ cold, reuse, predictor",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    m.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
-                   help="checkpoints (default: the bundled demo DEQ and explicit models)")
-    m.add_argument("--structure", default=None, help="the molecule to replicate (default: bundled held-out aspirin)")
-    m.add_argument("--frame", type=int, default=0)
+    _checkpoints_and_structure(m, "checkpoints (default: the bundled demo DEQ and explicit models)",
+                               "the molecule to replicate (default: bundled held-out aspirin)")
     m.add_argument("--copies", type=int, nargs="+", default=[1, 8, 27, 64],
                    help="copies of the molecule per system (default 1 8 27 64: 21-1344 aspirin atoms)")
     m.add_argument("--periodic", action="store_true", help="make each system a periodic box (cell = the grid)")
@@ -99,13 +104,12 @@ def _md_arguments(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--json", help="write the report here (default OUT/md.json)")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
 def _profile_arguments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="where one force call's time goes (torch.profiler), per stage and operator",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
-                   help="checkpoints (default: the bundled demo DEQ and explicit models)")
-    p.add_argument("--structure", default=None, help="the molecule to replicate (default: bundled held-out aspirin)")
-    p.add_argument("--frame", type=int, default=0)
+    _checkpoints_and_structure(p, "checkpoints (default: the bundled demo DEQ and explicit models)",
+                               "the molecule to replicate (default: bundled held-out aspirin)")
     p.add_argument("--copies", type=int, nargs="+", default=[1, 64],
                    help="copies of the molecule per system (default 1 64: 21 and 1344 aspirin atoms)")
     p.add_argument("--calls", type=int, default=5, help="profiled NVE MD steps per case (and as many timed without)")
@@ -123,10 +127,8 @@ def _profile_arguments(sub: argparse._SubParsersAction) -> None:
 def _batched_arguments(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("batched", help="many systems' MD at once through TorchSim vs one-by-one ASE calls "
                                        "(needs the torchsim extra)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("--checkpoint", dest="checkpoints", nargs="+", action="extend", default=[], metavar="[LABEL=]PATH",
-                   help="checkpoints (default: the bundled demo DEQ and explicit models)")
-    b.add_argument("--structure", default=None, help="the molecule to copy (default: bundled held-out aspirin)")
-    b.add_argument("--frame", type=int, default=0)
+    _checkpoints_and_structure(b, "checkpoints (default: the bundled demo DEQ and explicit models)",
+                               "the molecule to copy (default: bundled held-out aspirin)")
     b.add_argument("--systems", type=int, nargs="+", default=[1, 4, 16], help="systems per run (default 1 4 16)")
     b.add_argument("--steps", type=int, default=10, help="NVE MD steps per system (default 10)")
     b.add_argument("--tol", type=float, default=1e-4, help="relative residual of cold solves")
