@@ -1,7 +1,7 @@
 """DEQuiformer: EquiformerV2 whose block stack is one implicit layer solved to its fixed point."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -279,7 +279,7 @@ class DEQuiformer(ForceFieldModel):
     #: implicit layer's parameters only (the layer is evaluated on a detached input injection)
     defer_penalties: bool = False
 
-    def _penalties(self, x: torch.Tensor, ctx: EdgeContext, z: torch.Tensor):
+    def _penalties(self, x: torch.Tensor, ctx: EdgeContext, z: torch.Tensor) -> Callable[[], dict[str, torch.Tensor]]:
         """A closure returning the weighted contractivity penalties at the fixed point ``z``:
         ``jacobian_loss`` (``deq.jacobian_reg``), ``radius_loss`` and ``train_radius``
         (``deq.radius_reg``), each present when its weight is positive."""
