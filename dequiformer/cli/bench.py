@@ -26,6 +26,17 @@ def _checkpoints_and_structure(p: argparse.ArgumentParser, checkpoints_help: str
     p.add_argument("--frame", type=int, default=0)
 
 
+def _device_and_output(p: argparse.ArgumentParser, name: str) -> None:
+    """``--dtype``, ``--device``, ``--threads`` (1 by default: steadier timings), ``--out`` (default
+    ``bench_NAME``), ``--json`` (default ``OUT/NAME.json``) and ``--quiet``."""
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (per case; default 1)")
+    p.add_argument("--out", default=f"bench_{name}", help="output folder (PNG, JSON)")
+    p.add_argument("--json", help=f"write the report here (default OUT/{name}.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _solver_arguments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("solver", help="ours-anderson vs forward vs torchdeq anderson on one DEQuiformer layer",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -95,14 +106,9 @@ def _md_arguments(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--reuse-tol", type=float, default=None,
                    help="relative residual of warm-started solves (default: the calculator's, i.e. each checkpoint's "
                         "deq.reuse_tol)")
-    m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
-    m.add_argument("--threads", type=int, default=1, help="torch CPU threads per case (default 1)")
     m.add_argument("--no-isolate", action="store_true",
                    help="run the cases in this process (faster; peak_rss_mb is then this process's peak so far)")
-    m.add_argument("--out", default="bench_md", help="output folder (PNG, JSON)")
-    m.add_argument("--json", help="write the report here (default OUT/md.json)")
-    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_and_output(m, "md")
 
 
 def _profile_arguments(sub: argparse._SubParsersAction) -> None:
@@ -116,12 +122,7 @@ def _profile_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=4, help="MD steps before profiling (the warm starts' history)")
     p.add_argument("--dt", type=float, default=0.5, help="MD time step (fs)")
     p.add_argument("--top", type=int, default=12, help="torch operators listed per case")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--out", default="bench_profile", help="output folder (PNG, JSON)")
-    p.add_argument("--json", help="write the report here (default OUT/profile.json)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_and_output(p, "profile")
 
 
 def _batched_arguments(sub: argparse._SubParsersAction) -> None:
@@ -134,12 +135,7 @@ def _batched_arguments(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--tol", type=float, default=1e-4, help="relative residual of cold solves")
     b.add_argument("--reuse-tol", type=float, default=None,
                    help="relative residual of warm-started solves (default: the calculator's)")
-    b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
-    b.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    b.add_argument("--out", default="bench_batched", help="output folder (PNG, JSON)")
-    b.add_argument("--json", help="write the report here (default OUT/batched.json)")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_and_output(b, "batched")
 
 
 def run(args: argparse.Namespace) -> int:
