@@ -305,8 +305,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if deferred is not None:  # the DEQ's contractivity penalties, after the step's graph is freed
-            penalties = deferred()
-            self.loss_fn.add_penalties(penalties, parts).backward()
+            penalty = self.loss_fn.add_penalties(deferred(), parts)
+            penalty.backward()
+            parts["loss"] += float(penalty.detach())  # the logged loss includes them, as without deferral
         clip = self.tcfg["clip_grad_norm"]
         norm = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else math.inf)
         ok = bool(torch.isfinite(norm))  # identical on all ranks: gradients are already reduced
