@@ -7,17 +7,28 @@ import sys
 __all__ = ["current_rss_mb", "peak_rss_mb"]
 
 
-def current_rss_mb() -> float:
-    """Resident memory of this process now (MiB; Linux /proc, else the peak so far)."""
+def _statm_rss_mb() -> float | None:
+    """Resident memory now from Linux ``/proc/self/statm`` (MiB), ``None`` where unavailable."""
     try:
         with open("/proc/self/statm") as fh:
             pages = int(fh.read().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        import resource
+        return None
 
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+def _maxrss_mb() -> float:
+    """The kernel's high-water mark ``ru_maxrss`` (MiB; kB on Linux, bytes on macOS)."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (MiB; Linux /proc, else the peak so far)."""
+    now = _statm_rss_mb()
+    return _maxrss_mb() if now is None else now
 
 
 def peak_rss_mb() -> float:
@@ -25,13 +36,6 @@ def peak_rss_mb() -> float:
 
     The kernel's high-water mark (``ru_maxrss``) is updated lazily and can lag the current
     resident size by a few pages, so the larger of the two is returned."""
-    import resource
-
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak = kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return max(peak, pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
-    except (OSError, ValueError, IndexError):
-        return peak
+    now = _statm_rss_mb()
+    peak = _maxrss_mb()
+    return peak if now is None else max(peak, now)
