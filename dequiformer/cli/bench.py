@@ -4,7 +4,7 @@ conservation; MD speed and memory against system size; where one force call's ti
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from .main import add_overrides_option
@@ -175,24 +175,44 @@ def _demo_models_and_molecule(args: argparse.Namespace) -> tuple[dict[str, str],
     return checkpoints, load_structure(args.structure or str(ASSETS / "aspirin_heldout.npz"), args.frame)
 
 
-def _run_md_speed(args: argparse.Namespace) -> int:
+def _size_benchmark(name: str, args: argparse.Namespace, check: str | None,
+                    run: Callable[[dict[str, str], Any], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The shared start of ``bench md / profile / batched``: ``check`` (a message when the sizes or
+    steps are out of range, else None), the checkpoints and molecule of the command line, then
+    ``run(checkpoints, molecule)``. A user error (bad value, missing file, bad frame, bad
+    checkpoint, a failed case) is printed as ``dequiformer bench NAME: error: ...`` and gives None."""
     import sys
+
+    from ..train.checkpoint import CheckpointError
+
+    try:
+        if check:
+            raise ValueError(check)
+        checkpoints, molecule = _demo_models_and_molecule(args)
+        return run(checkpoints, molecule), checkpoints
+    except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
+        print(f"dequiformer bench {name}: error: {exc}", file=sys.stderr)
+        return None
+
+
+def _run_md_speed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..bench.md_speed import plot_md_speed, run_md_speed_benchmark
-    from ..train.checkpoint import CheckpointError
     from ..rundir import write_json
 
-    try:
-        if args.steps < 1 or min(args.copies) < 1:
-            raise ValueError(f"need --steps >= 1 and --copies >= 1 (got {args.steps}, {args.copies})")
-        checkpoints, molecule = _demo_models_and_molecule(args)
-        report = run_md_speed_benchmark(checkpoints, molecule, args.copies, args.periodic, args.steps, tol=args.tol,
-                                        reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
-                                        threads=args.threads, isolate=not args.no_isolate, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
-        print(f"dequiformer bench md: error: {exc}", file=sys.stderr)
+    def run(checkpoints: dict[str, str], molecule: Any) -> dict[str, Any]:
+        return run_md_speed_benchmark(checkpoints, molecule, args.copies, args.periodic, args.steps, tol=args.tol,
+                                      reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
+                                      threads=args.threads, isolate=not args.no_isolate, progress=not args.quiet)
+
+    problem = None
+    if args.steps < 1 or min(args.copies) < 1:
+        problem = f"need --steps >= 1 and --copies >= 1 (got {args.steps}, {args.copies})"
+    done = _size_benchmark("md", args, problem, run)
+    if done is None:
         return 2
+    report, checkpoints = done
     out = Path(args.out)
     report["checkpoints"] = checkpoints
     report["plot"] = str(plot_md_speed(report, out / "md_speed.png"))
@@ -208,23 +228,21 @@ def _run_md_speed(args: argparse.Namespace) -> int:
 
 
 def _run_profile(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
     from ..bench.profile import SHOWN, plot_profile, run_profile_benchmark
-    from ..train.checkpoint import CheckpointError
     from ..rundir import write_json
 
-    try:
-        if min(args.copies) < 1:
-            raise ValueError(f"need --copies >= 1 (got {args.copies})")
-        checkpoints, molecule = _demo_models_and_molecule(args)
-        report = run_profile_benchmark(checkpoints, molecule, args.copies, calls=args.calls, warmup=args.warmup,
-                                       dt_fs=args.dt, device=args.device, dtype=args.dtype,
-                                       threads=args.threads, top=args.top, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
-        print(f"dequiformer bench profile: error: {exc}", file=sys.stderr)
+    def run(checkpoints: dict[str, str], molecule: Any) -> dict[str, Any]:
+        return run_profile_benchmark(checkpoints, molecule, args.copies, calls=args.calls, warmup=args.warmup,
+                                     dt_fs=args.dt, device=args.device, dtype=args.dtype, threads=args.threads,
+                                     top=args.top, progress=not args.quiet)
+
+    problem = f"need --copies >= 1 (got {args.copies})" if min(args.copies) < 1 else None
+    done = _size_benchmark("profile", args, problem, run)
+    if done is None:
         return 2
+    report, checkpoints = done
     out = Path(args.out)
     report["checkpoints"] = checkpoints
     report["plot"] = str(plot_profile(report, out / "profile.png"))
@@ -240,7 +258,6 @@ def _run_batched(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..train.checkpoint import CheckpointError
     from ..rundir import write_json
 
     try:
@@ -248,16 +265,18 @@ def _run_batched(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"dequiformer bench batched: error: {exc}", file=sys.stderr)
         return 2
-    try:
-        if args.steps < 1 or min(args.systems) < 1:
-            raise ValueError(f"need --steps >= 1 and --systems >= 1 (got {args.steps}, {args.systems})")
-        checkpoints, molecule = _demo_models_and_molecule(args)
-        report = run_batched_benchmark(checkpoints, molecule, args.systems, args.steps, tol=args.tol,
-                                       reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
-                                       threads=args.threads, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
-        print(f"dequiformer bench batched: error: {exc}", file=sys.stderr)
+    def run(checkpoints: dict[str, str], molecule: Any) -> dict[str, Any]:
+        return run_batched_benchmark(checkpoints, molecule, args.systems, args.steps, tol=args.tol,
+                                     reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
+                                     threads=args.threads, progress=not args.quiet)
+
+    problem = None
+    if args.steps < 1 or min(args.systems) < 1:
+        problem = f"need --steps >= 1 and --systems >= 1 (got {args.steps}, {args.systems})"
+    done = _size_benchmark("batched", args, problem, run)
+    if done is None:
         return 2
+    report, checkpoints = done
     out = Path(args.out)
     report["checkpoints"] = checkpoints
     report["plot"] = str(plot_batched(report, out / "batched.png"))
