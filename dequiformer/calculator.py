@@ -7,7 +7,6 @@ previous adjoint vector) as the next call's starting guess.
 from __future__ import annotations
 
 import dataclasses
-
 import time
 import warnings
 from pathlib import Path
