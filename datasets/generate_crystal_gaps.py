@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import random
 import sys
@@ -52,7 +51,7 @@ except ImportError:  # pragma: no cover
 from dequiformer.imaging.bond_graph import PERIODIC_CUTOFF
 from dequiformer.imaging.crystals import METHODS, PROTOTYPE_COMPOUNDS, compute_crystal, crystal_pool
 from dequiformer.imaging.parallel import map_in_workers
-from dequiformer.rundir import atomic_output, write_extxyz
+from dequiformer.rundir import atomic_output, write_extxyz, write_json
 
 log = logging.getLogger("generate_crystal_gaps")
 METAL_BELOW = 0.1
@@ -191,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                round(r["gap"]["gap_ev"], 4) for r in kept if not r["spec"].rattle
                                and not any(r["spec"].strain)},
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(args.out / "summary.json", summary)
     log.info("kept %d of %d crystals (skipped %d); classes %s; %.1f s; wrote %s", len(kept), len(tasks),
              n_failed, dataset.class_counts(), summary["seconds_total"], npz)
     return 0 if kept else 1

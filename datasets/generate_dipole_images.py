@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 import sys
 import time
@@ -48,7 +47,7 @@ except ImportError:  # pragma: no cover
 
 from dequiformer.imaging.molecules import compute_molecule, enumerate_smiles, g2_names
 from dequiformer.imaging.parallel import map_in_workers
-from dequiformer.rundir import atomic_output, write_extxyz
+from dequiformer.rundir import atomic_output, write_extxyz, write_json
 
 DEFAULT_THRESHOLD = 3.0
 """Debye; the QMugs default of ``dequiformer.imaging.datasets``. With the ~10,000-SMILES pool
@@ -175,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds_total": round(time.perf_counter() - t0, 2), "output": str(npz),
         "structures": str(structures),
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(args.out / "summary.json", summary)
     print(f"kept {len(kept)} of {attempted} molecules tried; skipped {n_failed} "
           f"(embedding failed: {len(failures['embed_failed'])}, xTB failed: {len(failures['xtb_failed'])}); "
           f"classes {dataset.class_counts()}; {summary['seconds_total']:.1f} s; wrote {npz}")

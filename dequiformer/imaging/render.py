@@ -29,7 +29,6 @@ Image design (default 32 x 32, ``slots = 8``)
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -39,7 +38,7 @@ from ase import Atoms
 
 from .bond_graph import BondGraph, NodeNeighbourGraph, node_neighbour_graph
 from .palette import element_colours, palette_table
-from ..rundir import atomic_output
+from ..rundir import atomic_output, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -197,12 +196,6 @@ def legend_dict(
     }
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move it onto ``path`` so readers never see a partial file."""
-    with atomic_output(path) as tmp:
-        write(str(tmp))
-
-
 def save_legend(
     path: str | Path,
     elements: Sequence[int] | None = None,
@@ -239,9 +232,10 @@ def save_legend(
     ax.set_axis_off()
     ax.set_title("element colours (neighbour pixels dimmed with distance; black = empty)", fontsize=8)
     fig.tight_layout()
-    _atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    with atomic_output(png_path) as tmp:
+        fig.savefig(str(tmp), dpi=100, format="png")
     plt.close(fig)
-    _atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1) + "\n"))
+    write_json(json_path, info)
     return png_path, json_path
 
 
