@@ -176,11 +176,12 @@ def _demo_models_and_molecule(args: argparse.Namespace) -> tuple[dict[str, str],
 
 
 def _size_benchmark(name: str, args: argparse.Namespace, check: str | None,
-                    run: Callable[[dict[str, str], Any], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]] | None:
+                    run: Callable[[dict[str, str], Any], dict[str, Any]]) -> dict[str, Any] | None:
     """The shared start of ``bench md / profile / batched``: ``check`` (a message when the sizes or
     steps are out of range, else None), the checkpoints and molecule of the command line, then
-    ``run(checkpoints, molecule)``. A user error (bad value, missing file, bad frame, bad
-    checkpoint, a failed case) is printed as ``dequiformer bench NAME: error: ...`` and gives None."""
+    ``run(checkpoints, molecule)``, whose report gets the ``checkpoints``. A user error (bad value,
+    missing file, bad frame, bad checkpoint, a failed case) is printed as ``dequiformer bench NAME:
+    error: ...`` and gives None."""
     import sys
 
     from ..train.checkpoint import CheckpointError
@@ -189,7 +190,7 @@ def _size_benchmark(name: str, args: argparse.Namespace, check: str | None,
         if check:
             raise ValueError(check)
         checkpoints, molecule = _demo_models_and_molecule(args)
-        return run(checkpoints, molecule), checkpoints
+        return {**run(checkpoints, molecule), "checkpoints": checkpoints}
     except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
         print(f"dequiformer bench {name}: error: {exc}", file=sys.stderr)
         return None
@@ -209,12 +210,10 @@ def _run_md_speed(args: argparse.Namespace) -> int:
     problem = None
     if args.steps < 1 or min(args.copies) < 1:
         problem = f"need --steps >= 1 and --copies >= 1 (got {args.steps}, {args.copies})"
-    done = _size_benchmark("md", args, problem, run)
-    if done is None:
+    report = _size_benchmark("md", args, problem, run)
+    if report is None:
         return 2
-    report, checkpoints = done
     out = Path(args.out)
-    report["checkpoints"] = checkpoints
     report["plot"] = str(plot_md_speed(report, out / "md_speed.png"))
     print(f"{'atoms':>6} {'checkpoint':<14}{'model':<15}{'ms/step':>9}{'solver':>8}{'peak MB':>9}")
     for r in report["rows"]:
@@ -239,12 +238,10 @@ def _run_profile(args: argparse.Namespace) -> int:
                                      top=args.top, progress=not args.quiet)
 
     problem = f"need --copies >= 1 (got {args.copies})" if min(args.copies) < 1 else None
-    done = _size_benchmark("profile", args, problem, run)
-    if done is None:
+    report = _size_benchmark("profile", args, problem, run)
+    if report is None:
         return 2
-    report, checkpoints = done
     out = Path(args.out)
-    report["checkpoints"] = checkpoints
     report["plot"] = str(plot_profile(report, out / "profile.png"))
     print(f"{'atoms':>6} {'checkpoint':<14}{'ms/call':>9}{'steps':>7}  " + " ".join(f"{s[:10]:>10}" for s in SHOWN))
     for r in report["rows"]:
@@ -273,12 +270,10 @@ def _run_batched(args: argparse.Namespace) -> int:
     problem = None
     if args.steps < 1 or min(args.systems) < 1:
         problem = f"need --steps >= 1 and --systems >= 1 (got {args.steps}, {args.systems})"
-    done = _size_benchmark("batched", args, problem, run)
-    if done is None:
+    report = _size_benchmark("batched", args, problem, run)
+    if report is None:
         return 2
-    report, checkpoints = done
     out = Path(args.out)
-    report["checkpoints"] = checkpoints
     report["plot"] = str(plot_batched(report, out / "batched.png"))
     print(f"{'checkpoint':<24}{'mode':<18}{'systems':>8}{'steps/s':>10}{'solver':>8}")
     for r in report["rows"]:
