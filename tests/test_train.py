@@ -95,6 +95,36 @@ def test_cosine_warmup_schedule():
     assert opt.param_groups[0]["lr"] == pytest.approx(lr[7])
 
 
+def test_wall_clock_schedule_decays_over_the_budget_and_resumes():
+    """lr_schedule: seconds — warmup by steps, then the cosine runs from the end of the warmup to
+    the budget, whatever the number of steps; the clock is part of the resumable state."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = CosineWarmupSchedule(opt, 10_000, 2, 1.0, 0.0, 0.01, budget_seconds=10.0)
+    sched.step(1.0)
+    assert sched.current_lr() == pytest.approx(0.5)          # warmup: by steps
+    sched.step(2.0)
+    assert sched.current_lr() == pytest.approx(1.0)          # decay starts at 2 s
+    sched.step(6.0)
+    assert sched.current_lr() == pytest.approx(0.505)        # half way from 2 s to 10 s
+    again = CosineWarmupSchedule(opt, 10_000, 2, 1.0, 0.0, 0.01, budget_seconds=10.0)
+    again.load_state_dict(sched.state_dict())
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.505)
+    again.step(12.0)
+    assert again.current_lr() == pytest.approx(0.01)         # past the budget: min_lr
+
+
+def test_wall_clock_schedule_stops_mid_epoch_at_min_lr(ethanol_npz, tmp_path):
+    cfg = tiny_config(ethanol_npz, epochs=5, batch_size=1, max_seconds=1e-6, lr_schedule="seconds")
+    trainer = Trainer(cfg, tmp_path / "run")
+    summary = trainer.fit()
+    assert summary["epochs"] == 1 and summary["stopped"] == "max_seconds"
+    assert trainer.step == 1 < trainer.steps_per_epoch       # the budget ended the epoch after one step
+    assert trainer.schedule.current_lr() == pytest.approx(cfg["train"]["min_lr"])
+    assert read_metrics_csv(tmp_path / "run" / "metrics.csv")[0]["val_forces_mae"] is not None
+    with pytest.raises(ValueError, match="train.max_seconds"):
+        resolve_train({"lr_schedule": "seconds"})
+
+
 def test_parameter_groups_exempt_norms_biases_embeddings():
     from dequiformer.models import build_model
 

@@ -3,7 +3,8 @@ evaluate them on the same held-out file.
 
 Each config is trained by ``dequiformer train`` in its own process (so peak memory is that
 process's own) with the same ``--set`` overrides, an epoch budget (``train.epochs``) or a wall
-budget (``train.max_seconds``: training stops after the epoch that exhausts it), then its
+budget (``train.max_seconds`` with ``train.lr_schedule: seconds``: each model's cosine decay
+ends when the budget does, so no model is cut half way down its schedule), then its
 ``best.pt`` is evaluated by ``dequiformer eval --split all`` on the held-out file. Rows:
 ``model, params, seconds, epochs, energy_mae, forces_mae, units, train_peak_rss_mb,
 train_rss_growth_mb, train_ms_per_step, fwd_steps, bwd_steps`` (errors in the training units;

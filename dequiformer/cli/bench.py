@@ -60,7 +60,8 @@ def _accuracy_arguments(sub: argparse._SubParsersAction) -> None:
     budget = a.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="train every config for this many epochs")
     budget.add_argument("--seconds", type=float,
-                        help="wall-clock budget per config (training stops after the epoch that exhausts it)")
+                        help="wall-clock budget per config: the learning rate decays over it (train.lr_schedule: "
+                             "seconds) and training stops when it is spent")
     add_overrides_option(a, "overrides applied to every config")
     a.add_argument("--parallel", type=int, default=2, help="configs trained at the same time (default 2)")
     a.add_argument("--threads", type=int, default=1, help="threads per training process (default 1)")
@@ -341,7 +342,8 @@ def _run_accuracy(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     if args.seconds is not None:
-        overrides.append(f"train.max_seconds={args.seconds}")
+        # every model's cosine ends at the budget (train.epochs is then only an upper bound)
+        overrides += [f"train.max_seconds={args.seconds}", "train.lr_schedule=seconds", "train.epochs=100000"]
     try:
         report = run_accuracy_benchmark(configs, args.data, heldout, args.out, overrides, args.parallel, args.threads)
     except (RuntimeError, ValueError) as exc:

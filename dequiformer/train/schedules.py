@@ -1,4 +1,9 @@
-"""Learning-rate schedule: linear warmup, then cosine decay, stepped once per optimizer step."""
+"""Learning-rate schedule: linear warmup, then cosine decay, stepped once per optimizer step.
+
+The decay runs over the run's optimizer steps (``train.lr_schedule: epochs``) or over its wall
+budget (``lr_schedule: seconds``: cosine from the end of the warmup to ``train.max_seconds``), so
+that a run cut by a wall budget still ends at ``min_lr`` instead of somewhere on the way down.
+"""
 from __future__ import annotations
 
 import math
@@ -37,34 +42,52 @@ class CosineWarmupSchedule:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, lr: float,
-                 warmup_lr: float, min_lr: float) -> None:
+                 warmup_lr: float, min_lr: float, budget_seconds: float | None = None) -> None:
         self.optimizer = optimizer
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
         self.lr, self.warmup_lr, self.min_lr = float(lr), float(warmup_lr), float(min_lr)
+        # wall-clock decay: the cosine runs from ``decay_start`` (seconds at the end of the
+        # warmup) to ``budget_seconds``; ``seconds`` is the run's elapsed time at the last step
+        self.budget_seconds = None if budget_seconds is None else float(budget_seconds)
+        self.seconds = 0.0
+        self.decay_start: float | None = 0.0 if self.warmup_steps == 0 else None
         self.last_step = 0
         self._apply()
 
     def current_lr(self) -> float:
         """Learning rate that the next optimizer step will use."""
-        return cosine_warmup_lr(self.last_step, self.total_steps, self.warmup_steps, self.lr, self.warmup_lr,
-                                self.min_lr)
+        if self.budget_seconds is None or self.last_step < self.warmup_steps:
+            return cosine_warmup_lr(self.last_step, self.total_steps, self.warmup_steps, self.lr, self.warmup_lr,
+                                    self.min_lr)
+        start = self.seconds if self.decay_start is None else self.decay_start
+        progress = min(max(self.seconds - start, 0.0) / max(self.budget_seconds - start, 1e-9), 1.0)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
 
     def _apply(self) -> None:
         value = self.current_lr()
         for group in self.optimizer.param_groups:
             group["lr"] = value
 
-    def step(self) -> None:
-        """Advance one optimizer step."""
+    def step(self, seconds: float | None = None) -> None:
+        """Advance one optimizer step; ``seconds``: the run's elapsed wall time after it (needed
+        for the wall-clock decay, ignored otherwise)."""
         self.last_step += 1
+        if seconds is not None:
+            self.seconds = float(seconds)
+        if self.decay_start is None and self.last_step >= self.warmup_steps:
+            self.decay_start = self.seconds
         self._apply()
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_step": self.last_step, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "lr": self.lr, "warmup_lr": self.warmup_lr, "min_lr": self.min_lr}
+                "lr": self.lr, "warmup_lr": self.warmup_lr, "min_lr": self.min_lr,
+                "budget_seconds": self.budget_seconds, "seconds": self.seconds, "decay_start": self.decay_start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the step counter (the shape of the schedule comes from the config)."""
+        """Restore the step counter and clock (the shape of the schedule comes from the config)."""
         self.last_step = int(state["last_step"])
+        self.seconds = float(state.get("seconds", 0.0))
+        if "decay_start" in state:
+            self.decay_start = state["decay_start"]
         self._apply()

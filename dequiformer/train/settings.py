@@ -73,7 +73,10 @@ TRAIN_SCHEMA: dict[str, Option] = {
     "tensorboard": Option(True, bool),                      # when torch.utils.tensorboard imports
     "log_every": Option(0, int, low=0),                     # print a line every N steps (0: only per epoch)
     "checkpoint_every": Option(0, int, low=0),              # also write last.pt every N optimizer steps (0: per epoch)
-    "max_seconds": Option(None, float, nullable=True, low=0.0, low_open=True),  # stop after the epoch that exhausts it
+    "max_seconds": Option(None, float, nullable=True, low=0.0, low_open=True),  # wall budget: stop after the epoch that exhausts it
+    # cosine decay over train.epochs ("epochs") or over train.max_seconds ("seconds": the run then
+    # stops as soon as the budget is spent, mid-epoch if need be, at min_lr)
+    "lr_schedule": Option("epochs", str, choices=("epochs", "seconds")),
     "fixed_point_store_mb": Option(512.0, float, **_NONNEG),  # DEQ: warm-start each frame's solve from its last fixed point (0: off)
     "jacobian_iters": Option(10, int, low=0),               # DEQ: power iterations for the validation Jacobian radius (0: off)
 }
@@ -108,7 +111,14 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def resolve_train(train_cfg: dict | None) -> dict:
     """The ``train`` section with defaults filled and values checked (:data:`TRAIN_SCHEMA`);
     errors name ``train.<key>``."""
-    return resolve_section("train", train_cfg, TRAIN_SCHEMA)
+    train = resolve_section("train", train_cfg, TRAIN_SCHEMA)
+    if train["lr_schedule"] == "seconds" and train["max_seconds"] is None:
+        raise ValueError("train.lr_schedule: seconds decays the learning rate over train.max_seconds, "
+                         "which is not set")
+    if train["lr_schedule"] == "seconds" and train["warmup_fraction"] is not None:
+        raise ValueError("train.warmup_fraction is a fraction of all steps, unknown under train.lr_schedule: "
+                         "seconds; set train.warmup_epochs instead")
+    return train
 
 
 def resolve_data_extras(data_cfg: dict) -> dict:

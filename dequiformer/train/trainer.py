@@ -147,6 +147,7 @@ class Trainer:
         self.schedule = CosineWarmupSchedule(
             self.optimizer, self.tcfg["epochs"] * self.steps_per_epoch, warmup_steps_from(self.tcfg, self.steps_per_epoch),
             self.tcfg["lr"], self.tcfg["warmup_lr"], self.tcfg["min_lr"],
+            budget_seconds=self.tcfg["max_seconds"] if self.tcfg["lr_schedule"] == "seconds" else None,
         )
         self.ema = ExponentialMovingAverage(self.model, self.tcfg["ema_decay"]) if self.tcfg["ema_decay"] else None
         store_mb = float(self.tcfg["fixed_point_store_mb"])
@@ -241,6 +242,8 @@ class Trainer:
             sums, seconds_before = dict(partial["sums"]), float(partial["seconds"])
         every = int(self.tcfg["checkpoint_every"] or 0)
         t_start = time.perf_counter() - seconds_before
+        budget = self.schedule.budget_seconds  # wall-clock schedule: the epoch ends when the budget does
+        done = first
         show = bool(self.tcfg["progress"]) and self.info.is_main
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.tcfg['epochs']}", leave=False, file=sys.stderr,
                    disable=None if show else True)  # None: tqdm turns itself off when stderr is not a TTY
@@ -253,8 +256,10 @@ class Trainer:
                 skipped += 1
                 warnings.warn(f"epoch {epoch + 1} step {i}: non-finite gradient (loss {parts['loss']}), step skipped",
                               stacklevel=2)
-            self.schedule.step()
+            run_seconds = self.elapsed + time.perf_counter() - t_start
+            self.schedule.step(run_seconds)
             self.step += 1
+            done = i + 1
             loss_sum += parts["loss"]
             for key, value in error_sums(out, graph).items():
                 sums[key] = max(sums.get(key, 0.0), value) if key == "max_steps" else sums.get(key, 0.0) + value
@@ -266,13 +271,15 @@ class Trainer:
                 self._checkpoint_mid_epoch({"epoch": epoch, "batches_done": i + 1, "loss_sum": loss_sum,
                                             "skipped": skipped, "sums": dict(sums),
                                             "seconds": time.perf_counter() - t_start})
+            if budget is not None and self._budget_spent(run_seconds >= budget):
+                break
         bar.close()
-        ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(len(batches), 1)
+        ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(done, 1)
         sums.pop("max_steps", None)
         sums["loss"] = loss_sum
         sums["skipped"] = float(skipped)
         sums = all_reduce_dict(sums, self.info)
-        n_batches = max(len(batches), 1)
+        n_batches = max(done, 1)
 
         def ratio(a: str, b: str) -> float:
             return sums.get(a, 0.0) / sums[b] if sums.get(b) else float("nan")
@@ -280,6 +287,11 @@ class Trainer:
         return {"loss": sums["loss"] / (self.info.world_size * n_batches), "energy_mae": ratio("energy_abs", "n_energy"),
                 "forces_mae": ratio("forces_abs", "n_forces"), "solver_steps": ratio("steps", "n_steps"),
                 "bwd_steps": ratio("bwd_steps", "n_bwd_steps"), "ms_per_step": ms_per_step}
+
+    def _budget_spent(self, spent_here: bool) -> bool:
+        """Whether the wall budget is spent; under DDP when any rank says so (collective), so that
+        every rank leaves the epoch at the same step."""
+        return all_reduce_sums([float(spent_here)], self.info)[0] > 0
 
     def _train_step(self, idx: np.ndarray, graph: Any, scales: Any, params: list[torch.Tensor]
                     ) -> tuple[dict[str, Any], dict[str, float], bool]:
@@ -379,7 +391,8 @@ class Trainer:
             train = self.train_epoch(epoch)
             val = None
             t1 = time.perf_counter()
-            if (epoch + 1) % int(self.tcfg["eval_every"] or 1) == 0 or epoch + 1 == epochs:
+            last = epoch + 1 == epochs or (budget is not None and self.elapsed + t1 - t0 >= float(budget))
+            if (epoch + 1) % int(self.tcfg["eval_every"] or 1) == 0 or last:
                 val = self.validate()
             t2 = time.perf_counter()
             row = {"epoch": epoch + 1, "lr": lr, "seconds": t2 - t0, "train_loss": train["loss"],
