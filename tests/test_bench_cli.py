@@ -106,8 +106,10 @@ def test_bench_md_end_to_end(tmp_path):
     out = tmp_path / "md"
     assert main(["bench", "md", "--checkpoint", f"deq={deq}", f"x={explicit}", "--structure", str(tmp_path / "water.xyz"),
                  "--copies", "1", "2", "--steps", "3", "--dtype", "float64", "--no-isolate", "--quiet",
-                 "--out", str(out)]) == 0
+                 "--repeats", "2", "--out", str(out)]) == 0
     report = json.loads((out / "md.json").read_text())
+    for r in report["rows"]:  # two round-robin runs each, the row keeps one of them (the median's rank)
+        assert len(r["ms_per_step_repeats"]) == 2 and r["ms_per_step"] == min(r["ms_per_step_repeats"])
     assert {(r["atoms"], r["model"]) for r in report["rows"]} == {
         (n, m) for n in (3, 6) for m in ("explicit", "deq_cold", "deq_reuse", "deq_predictor")}
     for r in report["rows"]:

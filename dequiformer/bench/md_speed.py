@@ -5,7 +5,10 @@ Systems are clusters of ``k`` copies of one molecule on a cubic grid (``spacing`
 beyond the cutoff, so the work per atom is the molecule's), optionally made periodic with the
 grid as the cell. Every case runs a short NVE MD from the same start and velocities; the first
 force call (the cold solve) is excluded from the per-step numbers. By default each case runs in
-its own process, so ``peak_rss_mb`` is that case's own peak resident memory.
+its own process, so ``peak_rss_mb`` is that case's own peak resident memory. With ``repeats`` > 1
+the cases of one size run round-robin that many times and each row keeps the median (the list is
+in ``ms_per_step_repeats``): on a shared machine the load drifts, and cases measured minutes
+apart would otherwise compare different machines.
 
 Rows: ``atoms``, ``periodic``, ``checkpoint`` (label), ``model`` (``explicit`` | ``deq_cold`` |
 ``deq_reuse`` | ``deq_predictor``), ``ms_per_step``, ``solver_steps`` (layer-block evaluations
@@ -96,29 +99,49 @@ def _isolated(job: dict[str, Any]) -> dict[str, Any]:
         return json.loads((Path(tmp) / "row.json").read_text())
 
 
+def _median_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (atoms, checkpoint, case): the run with the median ms per step, with every
+    run's ms per step in ``ms_per_step_repeats``."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["atoms"], r["checkpoint"], r["model"]), []).append(r)
+    rows = []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: r["ms_per_step"])
+        row = dict(group[(len(group) - 1) // 2])
+        row["ms_per_step_repeats"] = [r["ms_per_step"] for r in groups[key]]
+        row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in group)
+        rows.append(row)
+    return rows
+
+
 def run_md_speed_benchmark(checkpoints: dict[str, str], molecule: Atoms, copies: Sequence[int] = DEFAULT_COPIES,
                            periodic: bool = False, steps: int = 10, dt_fs: float = 0.5, temperature_k: float = 300.0,
                            tol: float = 1e-4, reuse_tol: float | None = None, dtype: str = "float32", device: str = "cpu",
                            threads: int | None = 1, seed: int = 0, isolate: bool = True,
-                           progress: bool = True) -> dict[str, Any]:
-    """Every (size, checkpoint, case) row; DEQ checkpoints get the three DEQ cases, explicit ones one."""
+                           progress: bool = True, repeats: int = 1) -> dict[str, Any]:
+    """Every (size, checkpoint, case) row; DEQ checkpoints get the three DEQ cases, explicit ones
+    one. ``repeats``: round-robin runs of each size's cases, rows keep the median ms per step."""
     from tqdm.auto import tqdm
 
     from ..train.checkpoint import load_checkpoint
 
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    kinds = {label: load_checkpoint(path)["config"]["model"].get("name") == "dequiformer"
+             for label, path in checkpoints.items()}
     jobs = []
-    for label, path in checkpoints.items():
-        is_deq = (load_checkpoint(path)["config"]["model"].get("name") == "dequiformer")
-        cases = ["deq_cold", "deq_reuse", "deq_predictor"] if is_deq else ["explicit"]
-        for k in copies:
-            atoms = molecule_grid(molecule, k, periodic=periodic)
-            for case in cases:
-                jobs.append({"path": str(path), "label": label, "case": case, "atoms": atoms, "steps": steps,
-                             "dt_fs": dt_fs, "temperature_k": temperature_k, "tol": tol, "reuse_tol": reuse_tol,
-                             "dtype": dtype, "device": device, "threads": threads, "seed": seed})
+    for k in copies:  # one size at a time, its cases interleaved, so that their ratios share a load
+        atoms = molecule_grid(molecule, k, periodic=periodic)
+        for _ in range(repeats):
+            for label, path in checkpoints.items():
+                for case in (["deq_cold", "deq_reuse", "deq_predictor"] if kinds[label] else ["explicit"]):
+                    jobs.append({"path": str(path), "label": label, "case": case, "atoms": atoms, "steps": steps,
+                                 "dt_fs": dt_fs, "temperature_k": temperature_k, "tol": tol, "reuse_tol": reuse_tol,
+                                 "dtype": dtype, "device": device, "threads": threads, "seed": seed})
     run = _isolated if isolate else _case_worker
-    rows = [run(job) for job in tqdm(jobs, desc="bench md", unit="case", disable=not progress)]
-    rows.sort(key=lambda r: (r["atoms"], r["checkpoint"], r["model"]))
+    runs = [run(job) for job in tqdm(jobs, desc="bench md", unit="case", disable=not progress)]
+    rows = _median_rows(runs)
     ratios = []
     for n in sorted({r["atoms"] for r in rows}):
         at = {r["model"]: r for r in rows if r["atoms"] == n}
@@ -126,7 +149,7 @@ def run_md_speed_benchmark(checkpoints: dict[str, str], molecule: Atoms, copies:
             ratios.append({"atoms": n, **{f"{m}_vs_explicit": at[m]["ms_per_step"] / at["explicit"]["ms_per_step"]
                                           for m in ("deq_cold", "deq_reuse", "deq_predictor") if m in at}})
     return {"rows": rows, "ratios": ratios, "steps": steps, "dt_fs": dt_fs, "tol": tol, "reuse_tol": reuse_tol,
-            "dtype": dtype, "device": device, "threads": threads, "isolated": isolate,
+            "dtype": dtype, "device": device, "threads": threads, "isolated": isolate, "repeats": repeats,
             "units": {"ms_per_step": "ms", "solver_steps": "layer-block evaluations per MD step", "peak_rss_mb": "MiB"}}
 
 

@@ -103,6 +103,8 @@ def _md_arguments(sub: argparse._SubParsersAction) -> None:
                    help="copies of the molecule per system (default 1 8 27 64: 21-1344 aspirin atoms)")
     m.add_argument("--periodic", action="store_true", help="make each system a periodic box (cell = the grid)")
     m.add_argument("--steps", type=int, default=10, help="NVE MD steps per case after the first call (default 10)")
+    m.add_argument("--repeats", type=int, default=3,
+                   help="round-robin runs of each size's cases; rows keep the median (a shared machine's load drifts)")
     m.add_argument("--tol", type=float, default=1e-4, help="relative residual of cold solves")
     m.add_argument("--reuse-tol", type=float, default=None,
                    help="relative residual of warm-started solves (default: the calculator's, i.e. each checkpoint's "
@@ -206,11 +208,13 @@ def _run_md_speed(args: argparse.Namespace) -> int:
     def run(checkpoints: dict[str, str], molecule: Any) -> dict[str, Any]:
         return run_md_speed_benchmark(checkpoints, molecule, args.copies, args.periodic, args.steps, tol=args.tol,
                                       reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
-                                      threads=args.threads, isolate=not args.no_isolate, progress=not args.quiet)
+                                      threads=args.threads, isolate=not args.no_isolate, progress=not args.quiet,
+                                      repeats=args.repeats)
 
     problem = None
-    if args.steps < 1 or min(args.copies) < 1:
-        problem = f"need --steps >= 1 and --copies >= 1 (got {args.steps}, {args.copies})"
+    if args.steps < 1 or min(args.copies) < 1 or args.repeats < 1:
+        problem = (f"need --steps >= 1, --copies >= 1 and --repeats >= 1 (got {args.steps}, {args.copies}, "
+                   f"{args.repeats})")
     report = _size_benchmark("md", args, problem, run)
     if report is None:
         return 2
