@@ -198,6 +198,13 @@ def test_dipole_3d_preset_builds() -> None:
         assert resolved["data"][key] == image_cfg["data"][key]
     model = build_model({**resolved["model"], "avg_degree": 10.0}, resolved["deq"])
     assert model.task == "classification" and model.hparams["num_layers"] == 1 and model.hparams["lmax"] == 2
+    # the crystal pair: three classes, the same compound split on both routes
+    crystal = resolve_structure_config(load_config(ROOT / "configs" / "images" / "crystal_gap_3d.yaml"))
+    crystal_images = load_config(ROOT / "configs" / "images" / "crystal_gap.yaml")
+    assert crystal["model"]["num_classes"] == 3 and len(crystal["data"]["class_names"]) == 3
+    for key in ("test_fraction", "split_seed", "split_group"):
+        assert crystal["data"][key] == crystal_images["data"][key]
+    build_model({**crystal["model"], "avg_degree": 10.0}, crystal["deq"])
 
 
 def test_class_logits_are_rotation_invariant() -> None:
@@ -216,3 +223,26 @@ def test_class_logits_are_rotation_invariant() -> None:
     logits = [model(AtomicGraph.from_atoms(a, cutoff=3.0, dtype=torch.float64))["logits"] for a in (atoms, rotated)]
     assert logits[0].shape == (1, 3)
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-6)
+
+
+def test_group_split_keeps_each_compound_on_one_side(tmp_path: Path) -> None:
+    from dequiformer.classify.splits import group_names
+
+    ids = [f"{proto}:{formula}:s{s}" for proto, formula in [("fcc", "Cu"), ("fcc", "Ag"), ("rocksalt", "MgO"),
+                                                             ("rocksalt", "NaCl"), ("diamond", "Si")]
+           for s in (0.98, 1.0, 1.02)]
+    groups = group_names(ids, r"^[^:]+:[^:]+")
+    assert groups[:3] == ["fcc:Cu"] * 3
+    for seed in range(5):
+        train, test = split_indices(len(ids), 0.3, seed, groups)
+        assert sorted([*train, *test]) == list(range(len(ids))) and len(test) >= round(0.3 * len(ids))
+        assert not {groups[i] for i in train} & {groups[i] for i in test}
+    # the regex's first parenthesised group names the group when it has one: the formula here
+    assert group_names(ids, r":([^:]+):")[3] == "Ag"
+    with pytest.raises(ValueError, match="does not match the id 'odd'"):
+        group_names(["fcc:Cu:s1", "odd"], r"^[^:]+:[^:]+")
+    # the image route reads the key from its config and refuses a sample id the pattern misses
+    images = ImageDataset(np.zeros((len(ids), 8, 8, 3), np.uint8), np.arange(len(ids)) % 2, ["a", "b"], ids=ids)
+    images.save(tmp_path / "x.npz")
+    splits = load_image_splits({"path": str(tmp_path / "x.npz"), "test_fraction": 0.3, "split_group": r"^[^:]+:[^:]+"})
+    assert not {i.rsplit(":", 1)[0] for i in splits.train_ids} & {i.rsplit(":", 1)[0] for i in splits.test_ids}

@@ -49,6 +49,9 @@ IMAGE_DATA_SCHEMA: dict[str, Option] = {
     "format": Option("auto", str, choices=("auto", "npz", "cifar10")),
     "test_fraction": Option(0.2, float, **_FRACTION),  # npz only
     "split_seed": Option(0, int),                     # npz only
+    # regular expression on the ids: samples with the same match (or first group) share a side
+    # of the split, e.g. "^[^:]+:[^:]+" (prototype:formula) for the crystal set (npz only)
+    "split_group": Option(None, str, nullable=True),
     "limit": Option(None, int, **_LIMIT),             # use at most this many training images
     "test_limit": Option(None, int, **_LIMIT),        # and this many test images
     "augment": Option(False, bool),                   # random 4-pixel-padded crops + flips (natural images only)
@@ -76,6 +79,7 @@ STRUCTURE_DATA_SCHEMA: dict[str, Option] = {
     "class_names": Option(None, list, nullable=True, check=_at_least_two),  # default: from the data
     "test_fraction": Option(0.2, float, **_FRACTION),
     "split_seed": Option(0, int),
+    "split_group": Option(None, str, nullable=True),  # as for images: regex on the ids, whole groups per side
     "limit": Option(None, int, **_LIMIT),             # use at most this many training structures
     "test_limit": Option(None, int, **_LIMIT),        # and this many test structures
 }

@@ -18,23 +18,63 @@ from ..imaging.image_dataset import ImageDataset
 from ..schema import resolve_section
 from .config import IMAGE_DATA_SCHEMA, STRUCTURE_DATA_SCHEMA
 
-__all__ = ["SPLITS", "ImageSplits", "StructureSplits", "load_image_splits", "load_structure_splits",
+__all__ = ["SPLITS", "ImageSplits", "StructureSplits", "group_names", "load_image_splits", "load_structure_splits",
            "read_labelled_structures", "split_indices"]
 
 SPLITS = ("test", "train", "all")
 
 
-def split_indices(n: int, test_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, test_fraction: float, split_seed: int,
+                  groups: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sorted ``(train, test)`` row indices of a random split of ``n`` samples.
 
     ``round(test_fraction * n)`` test rows (at least one and at most ``n - 1`` when
     ``test_fraction > 0`` and ``n > 1``) drawn by ``numpy.random.default_rng(split_seed)``.
+    With ``groups`` (one name per sample) whole groups go to one side: groups in a seeded order
+    join the test set until it holds ``round(test_fraction * n)`` samples or more (at least one
+    group on each side when there are two or more), so that near-duplicates of one compound never
+    score a model on what it trained on.
     """
-    order = np.random.default_rng(int(split_seed)).permutation(n)
     n_test = int(round(float(test_fraction) * n))
     if float(test_fraction) > 0 and n > 1:
         n_test = min(max(n_test, 1), n - 1)
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
+    rng = np.random.default_rng(int(split_seed))
+    if groups is None:
+        order = rng.permutation(n)
+        return np.sort(order[n_test:]), np.sort(order[:n_test])
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} group names for {n} samples")
+    names, member = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    test_groups: list[int] = []
+    count = 0
+    for g in rng.permutation(len(names)).tolist():
+        if count >= n_test or len(test_groups) == len(names) - 1:
+            break
+        test_groups.append(g)
+        count += int(np.sum(member == g))
+    is_test = np.isin(member, test_groups)
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def group_names(ids: Sequence[str], pattern: str | None) -> list[str] | None:
+    """The split group of each id: the first match of the regular expression ``pattern``
+    (``data.split_group``; its first parenthesised group when it has one), None without a
+    pattern. An id it does not match is an error naming it."""
+    if pattern is None:
+        return None
+    import re
+
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"data.split_group: {pattern!r} is not a regular expression ({exc})") from None
+    out = []
+    for i, sid in enumerate(ids):
+        m = regex.search(str(sid))
+        if m is None:
+            raise ValueError(f"data.split_group: {pattern!r} does not match the id {sid!r} of sample {i}")
+        out.append(m.group(1) if regex.groups else m.group(0))
+    return out
 
 
 def _select(split: str, train: tuple[Any, torch.Tensor, list[str]], test: tuple[Any, torch.Tensor, list[str]],
@@ -88,7 +128,9 @@ def _image_sets(path: Path, fmt: str, data_cfg: Mapping[str, Any]) -> tuple[Imag
     if path.is_dir():
         raise ValueError(f"data.path: {path} is a folder but data.format is 'npz'")
     full = ImageDataset.load(path)
-    train_idx, test_idx = split_indices(len(full), float(data_cfg["test_fraction"]), int(data_cfg["split_seed"]))
+    groups = group_names([str(i) for i in full.ids], data_cfg["split_group"])
+    train_idx, test_idx = split_indices(len(full), float(data_cfg["test_fraction"]), int(data_cfg["split_seed"]),
+                                        groups)
     return full.subset(train_idx), full.subset(test_idx), fmt
 
 
@@ -218,7 +260,8 @@ def load_structure_splits(data_cfg: Mapping[str, Any], cutoff: float, max_neighb
     frames, labels, ids, names = read_labelled_structures(path, d["label_key"], d["id_key"], d["label_name_key"],
                                                           d["format"])
     class_names = _class_names(d, labels, names, ids, path)
-    train_idx, test_idx = split_indices(len(frames), float(d["test_fraction"]), int(d["split_seed"]))
+    train_idx, test_idx = split_indices(len(frames), float(d["test_fraction"]), int(d["split_seed"]),
+                                        group_names(ids, d["split_group"]))
     if d["limit"] is not None:
         train_idx = train_idx[: int(d["limit"])]
     if d["test_limit"] is not None:
