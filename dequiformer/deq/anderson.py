@@ -156,7 +156,11 @@ def anderson(
         gi, nb = resolve_graph_index(graph_index, shape[0], num_graphs, z0.device)
         g = flat_map(f, shape)
         progress = SolverProgress(x, gi, nb, tol, max_iter, eps, trace, n_states)
-        past_x = x.new_zeros((m,) + tuple(x.shape))
+        # the window keeps each iterate's residual g_i and its mixing target y_i = x_i + beta g_i
+        # (not x_i): the next iterate sum_i alpha_i y_i is then one pass over the window instead
+        # of two, which on wide iterates (a graph image: 49,152 numbers) is most of the
+        # bookkeeping's memory traffic
+        past_y = x.new_zeros((m,) + tuple(x.shape))
         past_g = x.new_zeros((m,) + tuple(x.shape))
         gram = x.new_zeros(nb, m, m)
         valid = torch.zeros(nb, m, dtype=torch.bool, device=x.device)
@@ -165,8 +169,8 @@ def anderson(
             if progress.all_done or k == max_iter - 1:
                 break
             slot = k % m
-            past_x[slot] = x
-            past_g[slot] = fx - x
+            torch.sub(fx, x, out=past_g[slot])
+            torch.add(x, past_g[slot], alpha=beta, out=past_y[slot])
             dots = graph_sum(torch.einsum("nd,jnd->nj", past_g[slot], past_g), gi, nb)
             gram[:, slot, :] = dots
             gram[:, :, slot] = dots
@@ -175,6 +179,6 @@ def anderson(
             valid &= ~restarted.unsqueeze(1)  # (no boolean-mask indexing: it would sync the host)
             valid[:, slot] = True
             a = rows(alpha, gi)
-            x_next = torch.einsum("nj,jnd->nd", a, past_x) + beta * torch.einsum("nj,jnd->nd", a, past_g)
+            x_next = torch.einsum("nj,jnd->nd", a, past_y)
             x = progress.freeze(x_next)
         return progress.finish(shape)

@@ -127,15 +127,13 @@ class SolverProgress:
         gi, nb = self.graph_index, self.num_graphs
         bad_rows = ~torch.isfinite(fz).all(dim=1)
         finite = ~graph_any(bad_rows, gi, nb)
-        fz_safe = torch.where(bad_rows.unsqueeze(1), z, fz)
-        residual = graph_norm(fz_safe - z, gi, nb) / (graph_norm(fz_safe, gi, nb) + self.eps)
+        diff = fz - z  # non-finite rows give a non-finite norm, replaced by inf below
+        residual = graph_norm(diff, gi, nb) / (graph_norm(fz, gi, nb) + self.eps)
         residual = torch.where(finite, residual, torch.full_like(residual, float("inf")))
 
         active = ~self.done
         improved = active & finite & (residual < self.best_residual)
-        self.best = torch.where(rows(improved, gi).unsqueeze(1), fz_safe, self.best)
         self.best_residual = torch.where(improved, residual, self.best_residual)
-
         newly_converged = active & finite & (residual < self.tol)
         newly_failed = active & ~finite
         finished = newly_converged | newly_failed
@@ -143,12 +141,20 @@ class SolverProgress:
         self.converged |= newly_converged
         self.failed |= newly_failed
         self.done |= finished
-        # the one host synchronisation per iteration: both flags from one transfer
-        self.all_done, self.any_done = (bool(v) for v in torch.stack([self.done.all(), self.done.any()]).tolist())
+        # the one host synchronisation per iteration: all flags from one transfer. The two last
+        # let the common iteration (every row finite, every graph improved) skip full-size
+        # selections: on wide iterates those passes over memory cost as much as the mixing
+        flags = torch.stack([self.done.all(), self.done.any(), bad_rows.any(), improved.all()])
+        self.all_done, self.any_done, any_bad, all_improved = (bool(v) for v in flags.tolist())
+        fz_safe = torch.where(bad_rows.unsqueeze(1), z, fz) if any_bad else fz
+        if all_improved and not any_bad:
+            self.best = fz_safe  # (never written in place: the solvers build new iterates)
+        else:
+            self.best = torch.where(rows(improved, gi).unsqueeze(1), fz_safe, self.best)
 
         if self.trace is not None:
             self.trace.append(torch.where(active, residual, self.final_residual()).clone())
-        return torch.where(self._done_rows(), self.best, fz_safe)
+        return torch.where(self._done_rows(), self.best, fz_safe) if self.any_done else fz_safe
 
     def freeze(self, z_next: torch.Tensor) -> torch.Tensor:
         """Overwrite the rows of finished graphs in the next iterate ``[N, D]`` and offer it to the sampler."""
