@@ -175,6 +175,9 @@ def anderson(
             gram[:, slot, :] = dots
             gram[:, :, slot] = dots
             valid[:, slot] = True
+            if k == 0:  # one entry in the window: alpha = [1] for every graph, nothing to solve
+                x = progress.freeze(past_y[slot])  # (a warm start often needs just this one step)
+                continue
             alpha, restarted = anderson_weights(gram, valid, slot, lam, skip=progress.done)
             valid &= ~restarted.unsqueeze(1)  # (no boolean-mask indexing: it would sync the host)
             valid[:, slot] = True
