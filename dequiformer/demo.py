@@ -41,7 +41,14 @@ def asset_paths(assets: str | Path | None = None) -> dict[str, Path]:
     return paths
 
 
-def relaxation_act(paths: dict[str, Path], fmax: float = 0.05, steps: int = 200, system: int = 0) -> dict[str, Any]:
+#: the demo's slab: O/Pt(111)-hcp, whose start lies 1.7 eV above its EMT relaxed energy (the
+#: first held-out system, N/Cu(111)-fcc, starts 0.014 eV above it: the session-7 slab DEQ calls it
+#: relaxed at once, which shows nothing about the cost of a relaxation)
+DEMO_SLAB = 18
+
+
+def relaxation_act(paths: dict[str, Path], fmax: float = 0.05, steps: int = 200,
+                   system: int = DEMO_SLAB) -> dict[str, Any]:
     """One held-out slab relaxation (start structure ``system`` of the bundled EMT test LMDB, an
     adsorbate/metal pair never seen in training) with each row of :data:`RELAX_ROWS`, calculator
     defaults, FIRE to ``fmax`` eV/A. Returns per row: seconds, optimiser steps, solver (and
