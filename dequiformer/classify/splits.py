@@ -45,13 +45,14 @@ def split_indices(n: int, test_fraction: float, split_seed: int,
     if len(groups) != n:
         raise ValueError(f"{len(groups)} group names for {n} samples")
     names, member = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    sizes = np.bincount(member, minlength=len(names))
     test_groups: list[int] = []
     count = 0
     for g in rng.permutation(len(names)).tolist():
         if count >= n_test or len(test_groups) == len(names) - 1:
             break
         test_groups.append(g)
-        count += int(np.sum(member == g))
+        count += int(sizes[g])
     is_test = np.isin(member, test_groups)
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 

@@ -12,6 +12,12 @@ from typing import Any
 import torch
 
 
+def _cosine(progress: float, lr: float, min_lr: float) -> float:
+    """Half a cosine from ``lr`` at ``progress`` 0 down to ``min_lr`` at 1 (clamped to [0, 1])."""
+    progress = min(max(progress, 0.0), 1.0)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
 def cosine_warmup_lr(step: int, total_steps: int, warmup_steps: int, lr: float, warmup_lr: float,
                      min_lr: float) -> float:
     """Learning rate at optimizer step ``step`` (0-based).
@@ -21,9 +27,7 @@ def cosine_warmup_lr(step: int, total_steps: int, warmup_steps: int, lr: float, 
     """
     if warmup_steps > 0 and step < warmup_steps:
         return warmup_lr + (lr - warmup_lr) * step / warmup_steps
-    decay_steps = max(total_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / decay_steps, 1.0)
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    return _cosine((step - warmup_steps) / max(total_steps - warmup_steps, 1), lr, min_lr)
 
 
 def warmup_steps_from(train_cfg: dict, steps_per_epoch: int) -> int:
@@ -61,8 +65,7 @@ class CosineWarmupSchedule:
             return cosine_warmup_lr(self.last_step, self.total_steps, self.warmup_steps, self.lr, self.warmup_lr,
                                     self.min_lr)
         start = self.seconds if self.decay_start is None else self.decay_start
-        progress = min(max(self.seconds - start, 0.0) / max(self.budget_seconds - start, 1e-9), 1.0)
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
+        return _cosine((self.seconds - start) / max(self.budget_seconds - start, 1e-9), self.lr, self.min_lr)
 
     def _apply(self) -> None:
         value = self.current_lr()
