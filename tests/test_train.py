@@ -191,6 +191,8 @@ def test_short_training_lowers_force_mae(ethanol_npz, tmp_path):
     assert min(r["val_forces_mae"] for r in rows[-3:]) < first["val_forces_mae"]
     for key in ("lr", "seconds", "train_energy_mae", "val_energy_mae", "train_solver_steps", "val_solver_steps"):
         assert all(r[key] is not None and math.isfinite(r[key]) for r in rows), key
+    peaks = [r["peak_rss_mb"] for r in rows]  # a high-water mark: positive, never falls
+    assert peaks[0] > 0 and peaks == sorted(peaks) and peaks[-1] <= summary["peak_rss_mb"]
     run = tmp_path / "run"
     for name in ("last.pt", "best.pt", "config.yaml", "splits.npz", "metrics.csv", "train.log"):
         assert (run / name).exists(), name
@@ -204,8 +206,29 @@ def test_short_training_lowers_force_mae(ethanol_npz, tmp_path):
 
 def _metric_rows(path: Path) -> list[dict]:
     rows = read_metrics_csv(path)
-    timings = ("seconds", "ms_per_step", "elapsed")
+    timings = ("seconds", "ms_per_step", "elapsed", "rss")
     return [{k: v for k, v in r.items() if not any(t in k for t in timings)} for r in rows]
+
+
+def test_grad_force_every_takes_the_gradient_force_loss_on_every_kth_step(ethanol_npz, tmp_path):
+    cfg = tiny_config(ethanol_npz, epochs=2, grad_force_weight=10.0, grad_force_every=3)
+    trainer = Trainer(cfg, tmp_path / "run")
+    asked, forward = [], trainer.ddp_model.forward
+
+    def spy(graph, **kwargs):  # what each training forward was asked for
+        if trainer.model.training:
+            asked.append(bool(kwargs.get("grad_forces")))
+        return forward(graph, **kwargs)
+
+    trainer.ddp_model.forward = spy
+    trainer.fit()
+    assert asked == [True, False, False, True, False, False]  # 3 steps per epoch; global step % 3 == 0
+    graph = trainer.train_graphs.batch([0])
+    out = {"energy": torch.zeros(1, dtype=graph.forces.dtype), "forces": torch.zeros_like(graph.forces)}
+    with pytest.raises(ValueError, match="grad_forces"):  # a step that takes the term needs -dE/dpos
+        trainer.loss_fn(out, graph, (1.0, 1.0))
+    _, parts = trainer.loss_fn(out, graph, (1.0, 1.0), grad_forces=False)
+    assert parts["grad_force_loss"] == 0.0
 
 
 def test_resume_matches_uninterrupted_run(ethanol_npz, tmp_path):

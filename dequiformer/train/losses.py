@@ -127,7 +127,8 @@ class ForceFieldLoss:
         return e, f
 
     def __call__(self, out: dict, graph: AtomicGraph, scales: tuple[float, float],
-                 denoms: tuple[float, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 denoms: tuple[float, float] | None = None, grad_forces: bool = True
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss (scalar, float64) and its parts as floats.
 
         Args:
@@ -136,6 +137,8 @@ class ForceFieldLoss:
             graph: batch with labels ``energy`` [B] and ``forces`` [N, 3].
             scales: ``(energy_scale, force_scale)`` of the model (training units).
             denoms: ``(energy, force)`` denominators; default the local counts.
+            grad_forces: whether this step takes the ``grad_force_weight`` term (``False`` on the
+                steps that ``train.grad_force_every`` skips).
         """
         if graph.energy is None or graph.forces is None:
             raise ValueError("training batch has no energy/forces labels")
@@ -146,7 +149,7 @@ class ForceFieldLoss:
         loss = self.energy_weight * e + self.force_weight * f
         parts = {"energy_loss": float(e.detach()), "force_loss": float(f.detach()), "correction_loss": 0.0,
                  "grad_force_loss": 0.0}
-        if self.grad_force_weight > 0:
+        if self.grad_force_weight > 0 and grad_forces:
             if out.get("grad_forces") is None:
                 raise ValueError("grad_force_weight > 0 needs out['grad_forces'] (-dE/dpos)")
             gf = force_loss_sum(out["grad_forces"], graph.forces, scales[1], self.force_kind, mask) / max(denoms[1], 1e-12)

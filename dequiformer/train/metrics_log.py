@@ -17,11 +17,12 @@ from ..rundir import write_text
 #: ``train_ms_per_step`` the wall time of one optimizer step, ``val_jacobian_radius`` the mean
 #: spectral-radius estimate of the implicit layer's Jacobian at the fixed points of the first
 #: validation batch (DEQ models; above ~1 the layer has stopped being contractive), ``elapsed``
-#: the wall time since the run started (seconds, summed over resumed sessions).
+#: the wall time since the run started (seconds, summed over resumed sessions), ``peak_rss_mb``
+#: the process's resident-memory high-water mark so far (MiB; where memory grows during a run).
 COLUMNS = (
     "epoch", "lr", "seconds", "train_loss", "train_energy_mae", "train_forces_mae", "train_solver_steps",
     "train_bwd_steps", "train_ms_per_step", "val_energy_mae", "val_forces_mae", "val_solver_steps", "val_seconds",
-    "val_jacobian_radius", "elapsed",
+    "val_jacobian_radius", "elapsed", "peak_rss_mb",
 )
 
 

@@ -63,6 +63,7 @@ TRAIN_SCHEMA: dict[str, Option] = {
     "force_loss": Option("l2mae", str, check=_loss),
     "force_weight": Option(80.0, float, **_NONNEG),
     "grad_force_weight": Option(0.0, float, **_NONNEG),     # force loss on -dE/dpos as well (teaches a direct model its energy)
+    "grad_force_every": Option(1, int, low=1),              # that loss on every K-th optimizer step only (its double backward is most of a step)
     "stress_weight": Option(0.0, float, **_NONNEG),         # stress loss (batches whose frames all carry a stress label)
     "init_from": Option(None, str, nullable=True),          # checkpoint whose (EMA) weights and normalisation start this run
     "ema_decay": Option(None, float, nullable=True, low=0.0, high=1.0, low_open=True, high_open=True),  # e.g. 0.999

@@ -307,13 +307,15 @@ class Trainer:
         z0 = self.fixed_points.initial_guess(idx, graph) if self.fixed_points is not None else None
         if z0 is not None:  # warm start, solved to the cold tolerance (not deq.reuse_tol)
             kwargs = {"z0": z0, "tol": float(self.model.deq_cfg["tol"])}
-        if self.loss_fn.grad_force_weight > 0:
+        # train.grad_force_every: the -dE/dpos loss (a double backward) on every K-th step only
+        grad_forces = self.loss_fn.grad_force_weight > 0 and self.step % int(self.tcfg["grad_force_every"]) == 0
+        if grad_forces:
             kwargs["grad_forces"] = True
         if self.loss_fn.stress_weight > 0:
             kwargs.update(stress_request(self.model, graph))
         out = self.ddp_model(graph, **kwargs)
         deferred = out.pop("deferred_penalties", None)
-        loss, parts = self.loss_fn(out, graph, scales, denoms)
+        loss, parts = self.loss_fn(out, graph, scales, denoms, grad_forces=grad_forces)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if deferred is not None:  # the DEQ's contractivity penalties, after the step's graph is freed
@@ -379,6 +381,7 @@ class Trainer:
                         f"units {self.units['energy']}")
         row: dict[str, Any] = self.history[-1] if self.history else {}
         start_rss = current_rss_mb()
+        peak_rss = start_rss
         budget = self.tcfg["max_seconds"]
         stopped = None
         while self.epoch < end:
@@ -406,6 +409,9 @@ class Trainer:
                    "val_jacobian_radius": None if val is None else val.get("jacobian_radius")}
             self.elapsed += t2 - t0
             row["elapsed"] = self.elapsed
+            # a running max: the kernel's lazily updated high-water mark can lag a sample taken earlier
+            peak_rss = max(peak_rss, peak_rss_mb())
+            row["peak_rss_mb"] = peak_rss
             self.history.append(row)
             self.epoch = epoch + 1
             score = row["val_forces_mae"] if self.val_graphs is not None else row["train_forces_mae"]
@@ -424,4 +430,5 @@ class Trainer:
         self.tb.close()
         return {"run_dir": str(self.run_dir), "epochs": self.epoch, "units": dict(self.units), "last": row,
                 "best": dict(self.best), "parameters": sum(p.numel() for p in self.model.parameters()),
-                "seconds": self.elapsed, "stopped": stopped, "start_rss_mb": start_rss, "peak_rss_mb": peak_rss_mb()}
+                "seconds": self.elapsed, "stopped": stopped, "start_rss_mb": start_rss,
+                "peak_rss_mb": max(peak_rss, peak_rss_mb())}
