@@ -18,6 +18,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data.graph import AtomicGraph
+from .device import resolve_device
 from .deq.predictor import FixedPointPredictor
 from .inference import OutputUnits, SolveSettings
 from .profiling import stage
@@ -100,7 +101,7 @@ class DEQCalculator(Calculator):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = getattr(torch, dtype)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         if getattr(self.model, "task", "regression") != "regression":
             raise ValueError("DEQCalculator needs an energy/force model (task: regression)")

@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "dequiformer.torchsim needs TorchSim: pip install 'dequiformer[torchsim]' (torch-sim-atomistic)") from exc
 
 from .data.graph import AtomicGraph
+from .device import resolve_device
 from .deq.predictor import FixedPointPredictor
 from .inference import OutputUnits, SolveSettings
 
@@ -96,7 +97,7 @@ class DEQTorchSimModel(ModelInterface):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         if getattr(model, "task", "regression") != "regression":
             raise ValueError("DEQTorchSimModel needs an energy/force model (task: regression)")
-        self._device = torch.device(device)
+        self._device = resolve_device(device)
         self._dtype = dtype
         self.model = model.to(device=self._device, dtype=dtype).eval()
         self.is_deq = self.model.is_implicit

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..device import resolve_device
 from ..train.metrics_log import read_metrics_csv
 
 DEFAULT_CONFIGS = ("configs/demo/deq.yaml", "configs/demo/explicit8.yaml")
@@ -37,14 +38,16 @@ def _env(threads: int) -> dict[str, str]:
 
 
 def train_and_eval(config: str, name: str, data: str, heldout: str, out_dir: Path, overrides: Sequence[str],
-                   threads: int = 1) -> subprocess.Popen:
-    """Start training ``config`` into ``out_dir/name`` and evaluating it (one shell pipeline)."""
+                   threads: int = 1, device: str = "cpu") -> subprocess.Popen:
+    """Start training ``config`` into ``out_dir/name`` and evaluating it (one shell pipeline) on
+    ``device``."""
     run_dir = out_dir / name
-    sets = [f"data.path={data}", f"train.num_threads={threads}", "train.progress=false", *overrides]
+    sets = [f"data.path={data}", f"train.num_threads={threads}", f"train.device={device}", "train.progress=false",
+            *overrides]
     train = _command("train", config, "--run-dir", str(run_dir), "--json", str(out_dir / f"{name}.train.json"),
                      "--set", *sets)
     evaluate = _command("eval", str(run_dir / "best.pt"), "--data", heldout, "--split", "all",
-                        "--json", str(out_dir / f"{name}.eval.json"))
+                        "--device", device, "--json", str(out_dir / f"{name}.eval.json"))
     script = f"{shlex.join(train)} && {shlex.join(evaluate)}"
     with open(out_dir / f"{name}.log", "w") as log:  # the child keeps its own descriptor
         return subprocess.Popen(["bash", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=_env(threads))
@@ -76,11 +79,14 @@ def collect_row(name: str, out_dir: Path) -> dict[str, Any]:
 
 def run_accuracy_benchmark(configs: Sequence[str], data: str, heldout: str, out_dir: str | Path,
                            overrides: Sequence[str] = (), parallel: int = 2, threads: int = 1,
-                           names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Train and evaluate every config (``parallel`` at a time); returns ``{"rows": [...]}``.
+                           names: Sequence[str] | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Train and evaluate every config (``parallel`` at a time, each on ``device``); returns
+    ``{"rows": [...]}``.
 
-    Raises RuntimeError naming the config and its log when a run fails.
+    Raises RuntimeError naming the config and its log when a run fails; ValueError before any
+    run when ``device`` is not on this machine.
     """
+    resolve_device(device, what="--device")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(names or [Path(c).stem for c in configs])
@@ -92,7 +98,8 @@ def run_accuracy_benchmark(configs: Sequence[str], data: str, heldout: str, out_
     while pending or running:
         while pending and len(running) < max(int(parallel), 1):
             config, name = pending.pop(0)
-            running.append((config, name, train_and_eval(config, name, data, heldout, out, overrides, threads)))
+            running.append((config, name, train_and_eval(config, name, data, heldout, out, overrides, threads,
+                                                                   device)))
         config, name, proc = running.pop(0)
         if proc.wait() != 0:
             failed.append(f"{config} (log: {out / (name + '.log')})")

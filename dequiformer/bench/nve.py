@@ -59,11 +59,11 @@ def with_force_mode(model: torch.nn.Module, mode: str) -> torch.nn.Module:
 
 def run_case(model: torch.nn.Module, case: dict[str, Any], atoms: Atoms, steps: int, dt_fs: float,
              temperature_k: float, seed: int, tol: float, dtype: str, progress: bool = False,
-             adjoint_tol: float | None = None) -> dict[str, Any]:
+             adjoint_tol: float | None = None, device: str | torch.device = "cpu") -> dict[str, Any]:
     """One NVE run; returns the row and the per-step total energies (eV/atom, relative to step 0)."""
     calc = DEQCalculator(with_force_mode(model, case["forces"]), fp_reuse=case["solve"] == "reuse", tol=tol,
                          reuse_tol=case["reuse_tol"] if case["reuse_tol"] is not None else tol, dtype=dtype,
-                         adjoint_tol=adjoint_tol)
+                         adjoint_tol=adjoint_tol, device=device)
     result = run_md(atoms.copy(), calc, steps=steps, dt_fs=dt_fs, temperature_k=temperature_k, ensemble="nve",
                     seed=seed, progress=progress)
     summary = result.summary()
@@ -91,7 +91,7 @@ def run_nve_benchmark(models: dict[str, torch.nn.Module], atoms: Atoms, steps: i
                       temperature_k: float = 300.0, seed: int = 0, tol: float = 1e-4,
                       reuse_tols: Sequence[float] = (1e-1, 1e-2, 1e-3), modes: Sequence[str] | None = None,
                       dtype: str = "float32", progress: bool = True, adjoint_tol: float | None = None,
-                      cold: bool = True) -> dict[str, Any]:
+                      cold: bool = True, device: str | torch.device = "cpu") -> dict[str, Any]:
     """All cases of :func:`nve_cases` on ``atoms``; returns ``{"rows", "traces", settings}``."""
     from tqdm.auto import tqdm
 
@@ -99,11 +99,11 @@ def run_nve_benchmark(models: dict[str, torch.nn.Module], atoms: Atoms, steps: i
     rows, traces = [], []
     for case in tqdm(cases, desc="bench nve", unit="run", disable=not progress):
         out = run_case(models[case["model"]], case, atoms, steps, dt_fs, temperature_k, seed, tol, dtype,
-                       adjoint_tol=adjoint_tol)
+                       adjoint_tol=adjoint_tol, device=device)
         rows.append(out["row"])
         traces.append({k: out[k] for k in ("time_ps", "energy_ev_per_atom")})
     return {"rows": rows, "traces": traces, "natoms": len(atoms), "temperature_k": temperature_k, "seed": seed,
-            "tol": tol, "adjoint_tol": adjoint_tol, "dtype": dtype,
+            "tol": tol, "adjoint_tol": adjoint_tol, "dtype": dtype, "device": str(device),
             "units": {"drift": "eV/atom/ps", "fluctuation": "eV/atom", "steps": "layer-block evaluations per MD step"}}
 
 

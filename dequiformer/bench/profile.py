@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
+from ..device import synchronize
 from ..profiling import PREFIX
 
 __all__ = ["profile_force_calls", "run_profile_benchmark", "plot_profile"]
@@ -56,7 +57,6 @@ def profile_force_calls(model: Any, atoms: Atoms, calls: int = 5, warmup: int = 
                         temperature_k: float = 300.0, device: str = "cpu", dtype: str = "float32", top: int = 12,
                         seed: int = 0) -> dict[str, Any]:
     """Profile ``calls`` MD steps of ``model`` on ``atoms`` (module docstring); one row."""
-    import torch
     from ase import units
     from ase.md.verlet import VelocityVerlet
     from torch.profiler import ProfilerActivity, profile
@@ -77,8 +77,7 @@ def profile_force_calls(model: Any, atoms: Atoms, calls: int = 5, warmup: int = 
     def timed(n: int) -> float:
         start = time.perf_counter()
         dyn.run(n)
-        if calc.device.type == "cuda":
-            torch.cuda.synchronize(calc.device)
+        synchronize(calc.device)
         return (time.perf_counter() - start) / n
 
     dyn.run(warmup)  # the first call (a cold solve) and the warm starts' history

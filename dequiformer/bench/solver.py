@@ -15,6 +15,7 @@ from ase.build import molecule
 
 from ..data.graph import AtomicGraph
 from ..deq import fixed_point_with_grad
+from ..device import synchronize
 
 # 16 molecules from ASE's g2 set, 3 to 14 atoms
 MOLECULES = [
@@ -89,6 +90,7 @@ def run_solver_benchmark(model: torch.nn.Module, graph: AtomicGraph, tol: float 
                 calls["n"] = 0
                 t0 = time.perf_counter()
                 result = _solve(name, f, x, ctx, tol, max_iter, anderson_kwargs)
+                synchronize(x.device)
                 times.append(time.perf_counter() - t0)
             z, steps, residual = result
             cases.append({

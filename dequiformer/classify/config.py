@@ -27,7 +27,7 @@ from ..schema import Option, defaults, resolve_section
 __all__ = [
     "DTYPES", "IMAGE_DATA_DEFAULTS", "IMAGE_TRAIN_DEFAULTS", "STRUCTURE_DATA_DEFAULTS", "STRUCTURE_MODELS",
     "STRUCTURE_TRAIN_DEFAULTS", "IMAGE_DATA_SCHEMA", "IMAGE_TRAIN_SCHEMA", "STRUCTURE_DATA_SCHEMA",
-    "STRUCTURE_TRAIN_SCHEMA", "resolve_device", "resolve_image_config",
+    "STRUCTURE_TRAIN_SCHEMA", "resolve_image_config",
     "resolve_structure_config", "uses_structure_route",
 ]
 
@@ -137,8 +137,3 @@ def resolve_structure_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "train": resolve_section("train", cfg.get("train"), STRUCTURE_TRAIN_SCHEMA)}
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from ..models.deq_conv import DEQConvClassifier
 from .checkpoint import load_classifier_checkpoint
-from .config import resolve_device, resolve_image_config
+from ..device import resolve_device
+from .config import resolve_image_config
 from .loop import LogHook, Route, Step, fit
 from .splits import ImageSplits, load_image_splits
 
@@ -101,7 +102,7 @@ class ImageRoute(Route):
         t = cfg["train"]
         if t["num_threads"]:
             torch.set_num_threads(int(t["num_threads"]))
-        device = resolve_device(str(t["device"]))
+        device = resolve_device(str(t["device"]), what="train.device")
         splits = load_image_splits(cfg["data"])
         cfg["model"] = _complete_model_cfg(cfg["model"], splits)
         torch.manual_seed(int(t["seed"]))

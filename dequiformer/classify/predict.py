@@ -9,7 +9,8 @@ import torch
 
 from ..config import apply_override
 from .checkpoint import load_classifier_checkpoint
-from .config import resolve_device, uses_structure_route
+from ..device import resolve_device
+from .config import uses_structure_route
 from .report import nan_to_none, write_predictions_csv
 from .routes import ROUTES
 
@@ -31,7 +32,7 @@ def predict_split(checkpoint: str | Path, cfg: Mapping[str, Any] | None = None, 
     Returns the report of :func:`dequiformer.classify.report.write_predictions_csv` plus
     ``checkpoint``, ``split``, ``solver`` and, for 3D structures, ``mean_steps``.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="--device")
     state = load_classifier_checkpoint(checkpoint, map_location=dev)
     if cfg is None:
         cfg = copy.deepcopy(state["config"])

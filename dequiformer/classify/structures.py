@@ -25,7 +25,8 @@ from ..data.graph import AtomicGraph
 from ..models import build_model
 from ..models.hparams import DEFAULTS as MODEL_DEFAULTS
 from .checkpoint import load_classifier_checkpoint
-from .config import DTYPES, resolve_device, resolve_structure_config
+from ..device import resolve_device
+from .config import DTYPES, resolve_structure_config
 from .loop import LogHook, Route, Step, fit
 from .report import METRIC_COLUMNS
 from .splits import StructureSplits, load_structure_splits
@@ -151,7 +152,7 @@ class StructureRoute(Route):
         t, m = cfg["train"], cfg["model"]
         if t["num_threads"]:
             torch.set_num_threads(int(t["num_threads"]))
-        device = resolve_device(str(t["device"]))
+        device = resolve_device(str(t["device"]), what="train.device")
         splits = load_structure_splits(cfg["data"], float(m.get("cutoff", MODEL_DEFAULTS["cutoff"])),
                                        m.get("max_neighbors", MODEL_DEFAULTS["max_neighbors"]), DTYPES[t["dtype"]])
         cfg["model"] = _complete_model_cfg(m, splits)

@@ -46,6 +46,7 @@ def _solver_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=int, default=40)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the report here")
 
@@ -65,6 +66,7 @@ def _accuracy_arguments(sub: argparse._SubParsersAction) -> None:
     add_overrides_option(a, "overrides applied to every config")
     a.add_argument("--parallel", type=int, default=2, help="configs trained at the same time (default 2)")
     a.add_argument("--threads", type=int, default=1, help="threads per training process (default 1)")
+    a.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K (every training and evaluation)")
     a.add_argument("--out", default="bench_accuracy", help="output folder (runs, logs, PNG)")
     a.add_argument("--json", help="write the report here (default OUT/accuracy.json)")
 
@@ -88,6 +90,7 @@ def _nve_arguments(sub: argparse._SubParsersAction) -> None:
                    help="force modes to run each model in (default: the model's own)")
     n.add_argument("--skip-cold", action="store_true", help="no cold-solve case for DEQ models")
     n.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    n.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
     n.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     n.add_argument("--out", default="bench_nve", help="output folder (PNG, JSON)")
     n.add_argument("--json", help="write the report here (default OUT/nve.json)")
@@ -187,11 +190,13 @@ def _size_benchmark(name: str, args: argparse.Namespace, check: str | None,
     error: ...`` and gives None."""
     import sys
 
+    from ..device import resolve_device
     from ..train.checkpoint import CheckpointError
 
     try:
         if check:
             raise ValueError(check)
+        resolve_device(args.device, what="--device")  # a device this machine lacks: one line, before any case
         checkpoints, molecule = _demo_models_and_molecule(args)
         return {**run(checkpoints, molecule), "checkpoints": checkpoints}
     except (ValueError, FileNotFoundError, IndexError, CheckpointError, RuntimeError) as exc:
@@ -296,6 +301,7 @@ def _run_nve(args: argparse.Namespace) -> int:
 
     from ..bench.nve import case_label, plot_nve, run_nve_benchmark
     from ..demo import ASSETS
+    from ..device import resolve_device
     from ..simulate.options import apply_threads
     from ..simulate.structures import load_structure
     from ..train.checkpoint import CheckpointError, load_model
@@ -303,16 +309,17 @@ def _run_nve(args: argparse.Namespace) -> int:
 
     try:
         apply_threads(args)
+        device = resolve_device(args.device, what="--device")
         if args.steps < 2 or args.dt <= 0:
             raise ValueError(f"need --steps >= 2 and --dt > 0 (got {args.steps}, {args.dt})")
         checkpoints = _checkpoint_specs(args.checkpoints, [str(p) for p in sorted(ASSETS.glob("*.pt"))])
-        models = {label: load_model(path) for label, path in checkpoints.items()}
+        models = {label: load_model(path, device=device) for label, path in checkpoints.items()}
         structure = args.structure or str(ASSETS / "aspirin_heldout.npz")
         atoms = load_structure(structure, args.frame)
         report = run_nve_benchmark(models, atoms, steps=args.steps, dt_fs=args.dt, temperature_k=args.temperature,
                                    seed=args.seed, tol=args.tol, reuse_tols=args.reuse_tols, modes=args.modes,
                                    dtype=args.dtype, progress=not args.quiet, adjoint_tol=args.adjoint_tol,
-                                   cold=not args.skip_cold)
+                                   cold=not args.skip_cold, device=device)
     except (ValueError, FileNotFoundError, IndexError, CheckpointError) as exc:
         print(f"dequiformer bench nve: error: {exc}", file=sys.stderr)
         return 2
@@ -349,7 +356,8 @@ def _run_accuracy(args: argparse.Namespace) -> int:
         # every model's cosine ends at the budget (train.epochs is then only an upper bound)
         overrides += [f"train.max_seconds={args.seconds}", "train.lr_schedule=seconds", "train.epochs=100000"]
     try:
-        report = run_accuracy_benchmark(configs, args.data, heldout, args.out, overrides, args.parallel, args.threads)
+        report = run_accuracy_benchmark(configs, args.data, heldout, args.out, overrides, args.parallel, args.threads,
+                                        device=args.device)
     except (RuntimeError, ValueError) as exc:
         print(f"dequiformer bench accuracy: error: {exc}", file=sys.stderr)
         return 2
@@ -368,10 +376,18 @@ def _run_accuracy(args: argparse.Namespace) -> int:
 
 
 def _run_solver(args: argparse.Namespace) -> int:
+    import sys
+
     from ..bench.solver import BENCH_MODEL, bench_batch, run_solver_benchmark
+    from ..device import resolve_device
     from ..models import build_model
     from ..rundir import write_json
 
+    try:
+        device = resolve_device(args.device, what="--device")
+    except ValueError as exc:
+        print(f"dequiformer bench solver: error: {exc}", file=sys.stderr)
+        return 2
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
     if args.checkpoint:
@@ -382,9 +398,9 @@ def _run_solver(args: argparse.Namespace) -> int:
             raise SystemExit(f"{args.checkpoint}: not a DEQuiformer checkpoint (model.name must be 'dequiformer')")
     else:
         model = build_model(BENCH_MODEL, {}).to(dtype)
-    graph = bench_batch(model.cutoff, model.max_neighbors, dtype, args.molecules)
-    report = run_solver_benchmark(model, graph, args.tol, args.max_iter, args.repeats)
-    report["model"] = args.checkpoint or "random-init BENCH_MODEL"
+    graph = bench_batch(model.cutoff, model.max_neighbors, dtype, args.molecules).to(device=device)
+    report = run_solver_benchmark(model.to(device), graph, args.tol, args.max_iter, args.repeats)
+    report.update(model=args.checkpoint or "random-init BENCH_MODEL", device=str(device))
     print(f"{'solver':<20}{'f_evals_mean':>14}{'batch_f_evals':>15}{'seconds':>10}{'residual_max':>14}{'converged':>11}")
     for c in report["cases"]:
         print(f"{c['solver']:<20}{c['f_evals_mean']:>14.2f}{c['batch_f_evals']:>15d}{c['seconds']:>10.3f}"

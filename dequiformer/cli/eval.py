@@ -121,10 +121,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..data.readers import read_dataset
     from ..data.units import energy_factor, length_factor
+    from ..device import resolve_device
     from ..train.checkpoint import build_from_checkpoint, load_checkpoint
     from ..train.dataset import GraphDataset
     from ..train.evaluate import eval_record, evaluate
@@ -134,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     checkpoint = Path(args.checkpoint)
     state = load_checkpoint(checkpoint)
-    device = torch.device(args.device)
+    device = resolve_device(args.device, what="--device")
     model = build_from_checkpoint(state, use_ema=not args.raw_weights, device=device, where=str(checkpoint))
     units = model.units
     options = reader_options(args.options, state["config"], args.data, args.format)

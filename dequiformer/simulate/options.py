@@ -72,9 +72,12 @@ def user_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     ``SystemExit("error: ...")`` with the message, without a traceback."""
     def wrapped(args: argparse.Namespace) -> int:
         from ..data.readers import DataError
+        from ..device import resolve_device
         from ..train.checkpoint import CheckpointError
 
         try:
+            if getattr(args, "device", None) is not None:  # before any file is read or model built
+                resolve_device(args.device, what="--device")
             return func(args)
         except (FileNotFoundError, CheckpointError, DataError, IndexError, ValueError) as exc:
             raise SystemExit(f"error: {exc}") from exc

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
+from ..device import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -46,15 +48,9 @@ def env_world() -> tuple[int, int, int]:
 
 
 def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: the ``local_rank``-th GPU when CUDA is available, else CPU."""
-    pref = str(preference or "auto").lower()
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but CUDA is not available")
-        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-    return torch.device(pref)
+    """``train.device`` for this rank: ``auto`` is the ``local_rank``-th GPU when CUDA is available,
+    else CPU (:func:`dequiformer.device.resolve_device`; a missing device is a ``ValueError``)."""
+    return resolve_device(preference, what="train.device", local_rank=local_rank)
 
 
 def init_distributed(device_preference: str = "auto") -> DistInfo:
