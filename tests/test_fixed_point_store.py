@@ -70,3 +70,19 @@ def test_training_with_the_store_solves_in_fewer_steps(ethanol_npz, tmp_path):  
     # the first epoch is cold either way; later epochs start from last epoch's fixed points
     assert steps[64][0] == steps[0][0]
     assert steps[64][2] < 0.8 * steps[0][2]
+
+
+def test_training_caps_apply_in_training_only():
+    # deq.train_max_iter / train_b_max_iter cap the solves of training steps (warm-started from the
+    # store); evaluation and inference keep max_iter / b_max_iter
+    torch.manual_seed(0)
+    cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
+    deq = {"tol": 1e-9, "max_iter": 30, "b_tol": 1e-9, "b_max_iter": 30, "fp_correction": {"states": 0},
+           "train_max_iter": 3, "train_b_max_iter": 2}
+    model = build_model(cfg, deq).double()
+    g = _batch()
+    out = model.train()(g)
+    assert int(out["solver"].steps.max()) <= 3
+    out["energy"].sum().backward()  # the IFT backward: its adjoint solve under the training cap
+    assert max(out["solver"].backward["steps"]) <= 2
+    assert int(model.eval()(g)["solver"].steps.min()) > 3

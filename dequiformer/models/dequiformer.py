@@ -24,6 +24,12 @@ DEQ_SCHEMA: dict[str, Option] = {
     # and past fixed points extrapolated from, 1-3; null = 3 when reuse_tol <= 1e-3, else 1
     # (see deq.predictor.FixedPointPredictor)
     "reuse_tol": Option(1e-1, float, low=0, low_open=True),
+    # caps of the forward and adjoint (IFT backward) solves in training only, where each frame's
+    # solve starts from its fixed point of the last epoch (train.fixed_point_store_mb), so fewer
+    # iterations reach what a cold solve needs max_iter for; null: max_iter / b_max_iter. Cheaper
+    # steps, more of them per minute (configs/demo/README.md, session 8)
+    "train_max_iter": Option(None, int, nullable=True, low=1),
+    "train_b_max_iter": Option(None, int, nullable=True, low=1),
     "predictor": Option(None, int, nullable=True, choices=(1, 2, 3)),
     # warm starts along a trajectory without a tolerance (ASPC, deq/corrector.py): where the last
     # two fixed points give a linear extrapolation, take exactly this many damped steps
@@ -161,7 +167,7 @@ class DEQuiformer(ForceFieldModel):
         g, stats = adjoint_solve(
             fz, z, v, ctx.batch, ctx.num_graphs, solver=solver,
             solver_kwargs=self._solver_kwargs(solver), tol=b_tol,
-            max_iter=int(cfg["b_max_iter"]), g0=None if g0 is None else g0.reshape(n, -1),
+            max_iter=self._cap("b_max_iter"), g0=None if g0 is None else g0.reshape(n, -1),
         )
         extras["adjoint"] = stats
         extras["adjoint_vector"] = g.detach().view(shape)
@@ -175,7 +181,7 @@ class DEQuiformer(ForceFieldModel):
                 g_theta = attach_tangent_solve(
                     g_theta, fz, z, ctx.batch, ctx.num_graphs, solver=solver,
                     solver_kwargs=self._solver_kwargs(solver), tol=float(cfg["b_tol"]),
-                    max_iter=int(cfg["b_max_iter"]), stats_out=stats.backward,
+                    max_iter=self._cap("b_max_iter"), stats_out=stats.backward,
                 )
         grads = torch.autograd.grad(fz, disp.leaves(), g_theta.to(fz.dtype), create_graph=create, allow_unused=True)
         return [torch.zeros_like(leaf) if gr is None else gr for gr, leaf in zip(grads, disp.leaves())]
@@ -205,6 +211,11 @@ class DEQuiformer(ForceFieldModel):
             return out
 
         return evaluate_rows
+
+    def _cap(self, name: str) -> int:
+        """``deq.max_iter`` or ``deq.b_max_iter``; in training ``deq.train_<name>`` when it is set."""
+        cap = self.deq_cfg.get(f"train_{name}") if self.training else None
+        return int(cap if cap is not None else self.deq_cfg[name])
 
     def trunk(
         self,
@@ -251,8 +262,8 @@ class DEQuiformer(ForceFieldModel):
         else:
             z, stats, states = fixed_point_with_grad(
                 f, z0, ctx.batch, ctx.num_graphs, solver=solver, solver_kwargs=solver_kwargs, tol=float(tol),
-                max_iter=int(max_iter or cfg["max_iter"]), grad=cfg["grad"], b_tol=float(cfg["b_tol"]),
-                b_max_iter=int(cfg["b_max_iter"]), phantom_steps=int(cfg["phantom_steps"]),
+                max_iter=int(max_iter or self._cap("max_iter")), grad=cfg["grad"], b_tol=float(cfg["b_tol"]),
+                b_max_iter=self._cap("b_max_iter"), phantom_steps=int(cfg["phantom_steps"]),
                 phantom_tau=float(cfg["phantom_tau"]), n_states=n_states, trace=trace, recompute=bool(cfg["recompute"]),
             )
         z = z.view(shape)
