@@ -6,6 +6,8 @@ import sys
 
 __all__ = ["current_rss_mb", "peak_rss_mb"]
 
+_highest_seen_mb = 0.0  # the largest value peak_rss_mb() has returned in this process
+
 
 def _statm_rss_mb() -> float | None:
     """Resident memory now from Linux ``/proc/self/statm`` (MiB), ``None`` where unavailable."""
@@ -32,10 +34,13 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB).
+    """Peak resident memory of this process so far (MiB); never smaller than an earlier call's.
 
     The kernel's high-water mark (``ru_maxrss``) is updated lazily and can lag the current
-    resident size by a few pages, so the larger of the two is returned."""
+    resident size by a few pages, so the larger of the two is taken, and the largest value
+    returned so far is kept: a later call, whose ``ru_maxrss`` may still lag a resident size an
+    earlier call saw, does not report less."""
+    global _highest_seen_mb
     now = _statm_rss_mb()
-    peak = _maxrss_mb()
-    return peak if now is None else max(peak, now)
+    _highest_seen_mb = max(_highest_seen_mb, _maxrss_mb(), now or 0.0)
+    return _highest_seen_mb

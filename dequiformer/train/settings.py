@@ -14,11 +14,14 @@ from typing import Any
 import torch
 
 from ..data.normalization import MODES, SCALES
+from ..device import DEVICE_CHOICES
 from ..schema import MISSING, Option, defaults, resolve_section
 
 def _device(value: str) -> str:
+    # the spelling only: whether this machine has the device is dequiformer.device's question,
+    # asked when a run starts (a config written for a GPU machine still checks on a laptop)
     if value not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", value):
-        raise ValueError(f"must be auto, cpu, cuda, cuda:K or mps, got {value!r}")
+        raise ValueError(f"must be {DEVICE_CHOICES}, got {value!r}")
     return value
 
 

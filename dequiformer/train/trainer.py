@@ -381,7 +381,6 @@ class Trainer:
                         f"units {self.units['energy']}")
         row: dict[str, Any] = self.history[-1] if self.history else {}
         start_rss = current_rss_mb()
-        peak_rss = start_rss
         budget = self.tcfg["max_seconds"]
         stopped = None
         while self.epoch < end:
@@ -409,9 +408,7 @@ class Trainer:
                    "val_jacobian_radius": None if val is None else val.get("jacobian_radius")}
             self.elapsed += t2 - t0
             row["elapsed"] = self.elapsed
-            # a running max: the kernel's lazily updated high-water mark can lag a sample taken earlier
-            peak_rss = max(peak_rss, peak_rss_mb())
-            row["peak_rss_mb"] = peak_rss
+            row["peak_rss_mb"] = peak_rss_mb()
             self.history.append(row)
             self.epoch = epoch + 1
             score = row["val_forces_mae"] if self.val_graphs is not None else row["train_forces_mae"]
@@ -431,4 +428,4 @@ class Trainer:
         return {"run_dir": str(self.run_dir), "epochs": self.epoch, "units": dict(self.units), "last": row,
                 "best": dict(self.best), "parameters": sum(p.numel() for p in self.model.parameters()),
                 "seconds": self.elapsed, "stopped": stopped, "start_rss_mb": start_rss,
-                "peak_rss_mb": max(peak_rss, peak_rss_mb())}
+                "peak_rss_mb": peak_rss_mb()}
