@@ -16,6 +16,7 @@ import yaml
 from dequiformer.cli import main as cli
 from dequiformer.data.graph import AtomicGraph
 from dequiformer.data.readers import Frame
+from dequiformer.train.checkpoint import load_checkpoint
 from dequiformer.train.dataset import epoch_batches, frame_to_graph
 from dequiformer.train.losses import ForceFieldLoss, error_sums, loss_name
 from dequiformer.train.metrics_log import read_metrics_csv
@@ -229,6 +230,43 @@ def test_grad_force_every_takes_the_gradient_force_loss_on_every_kth_step(ethano
         trainer.loss_fn(out, graph, (1.0, 1.0))
     _, parts = trainer.loss_fn(out, graph, (1.0, 1.0), grad_forces=False)
     assert parts["grad_force_loss"] == 0.0
+
+
+def test_stage_two_switches_loss_weights_at_its_start_and_best_pt_restarts(ethanol_npz, tmp_path):
+    # 4 epochs x 3 steps; from half of the run on: energy weight 50 and the -dE/dpos loss
+    two = {"start": 0.5, "energy_weight": 50.0, "grad_force_weight": 10.0}
+    cfg = tiny_config(ethanol_npz, epochs=4, energy_weight=1.0, stage_two=two, best_metric="energy+forces")
+    trainer = Trainer(cfg, tmp_path / "run")
+    seen, forward = [], trainer.ddp_model.forward
+
+    def spy(graph, **kwargs):
+        if trainer.model.training:
+            seen.append((trainer.loss_fn.energy_weight, trainer.loss_fn.grad_force_weight,
+                         bool(kwargs.get("grad_forces"))))
+        return forward(graph, **kwargs)
+
+    trainer.ddp_model.forward = spy
+    summary = trainer.fit()
+    assert seen == [(1.0, 0.0, False)] * 6 + [(50.0, 10.0, True)] * 6
+    rows = read_metrics_csv(tmp_path / "run" / "metrics.csv")
+    assert [r["stage"] for r in rows] == [1, 1, 2, 2]
+    best = summary["best"]  # the best of the second stage, by energy + forces
+    scores = {r["epoch"]: r["val_energy_mae"] + r["val_forces_mae"] for r in rows[2:]}
+    assert best["stage"] == 2 and best["metric"] == "energy+forces" and best["epoch"] == min(scores, key=scores.get)
+    assert best["value"] == pytest.approx(scores[best["epoch"]])
+    # resumed after the first stage: the second stage's weights come back with the progress
+    Trainer(cfg, tmp_path / "cut").fit(stop_after=2)
+    resumed = Trainer(cfg, tmp_path / "cut", resume_state=load_checkpoint(tmp_path / "cut" / "last.pt"))
+    out = resumed.fit()
+    assert resumed.loss_fn.energy_weight == 50.0 and out["best"]["stage"] == 2
+    with pytest.raises(ValueError, match="train.stage_two.start"):
+        resolve_train({"stage_two": {"energy_weight": 100}})
+    with pytest.raises(ValueError, match="changes no loss weight"):
+        resolve_train({"stage_two": {"start": 0.8}})
+    with pytest.raises(ValueError, match="train.stage_two.start"):
+        resolve_train({"stage_two": {"start": 1.5, "energy_weight": 100}})
+    with pytest.raises(ValueError, match="train.best_metric"):
+        resolve_train({"best_metric": "loss"})
 
 
 def test_resume_matches_uninterrupted_run(ethanol_npz, tmp_path):

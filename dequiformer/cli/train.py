@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 
         write_json(args.json, summary)
         best = summary["best"]
-        print(f"done: {run_dir} (best epoch {best['epoch']}, val forces MAE {best['val_forces_mae']:.5g})")
+        print(f"done: {run_dir} (best epoch {best['epoch']}, {best['metric']} MAE {best['value']:.5g})")
     return 0
 
 

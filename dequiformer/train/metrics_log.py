@@ -18,11 +18,12 @@ from ..rundir import write_text
 #: spectral-radius estimate of the implicit layer's Jacobian at the fixed points of the first
 #: validation batch (DEQ models; above ~1 the layer has stopped being contractive), ``elapsed``
 #: the wall time since the run started (seconds, summed over resumed sessions), ``peak_rss_mb``
-#: the process's resident-memory high-water mark so far (MiB; where memory grows during a run).
+#: the process's resident-memory high-water mark so far (MiB; where memory grows during a run),
+#: ``stage`` 1, or 2 from ``train.stage_two.start`` on.
 COLUMNS = (
     "epoch", "lr", "seconds", "train_loss", "train_energy_mae", "train_forces_mae", "train_solver_steps",
     "train_bwd_steps", "train_ms_per_step", "val_energy_mae", "val_forces_mae", "val_solver_steps", "val_seconds",
-    "val_jacobian_radius", "elapsed", "peak_rss_mb",
+    "val_jacobian_radius", "elapsed", "peak_rss_mb", "stage",
 )
 
 

@@ -67,6 +67,13 @@ class CosineWarmupSchedule:
         start = self.seconds if self.decay_start is None else self.decay_start
         return _cosine((self.seconds - start) / max(self.budget_seconds - start, 1e-9), self.lr, self.min_lr)
 
+    def progress(self) -> float:
+        """Fraction of the run done, in [0, 1]: elapsed over ``budget_seconds`` under the wall-clock
+        decay, optimizer steps over ``total_steps`` otherwise (what ``train.stage_two.start`` means)."""
+        if self.budget_seconds is not None:
+            return min(self.seconds / max(self.budget_seconds, 1e-9), 1.0)
+        return min(self.last_step / max(self.total_steps, 1), 1.0)
+
     def _apply(self) -> None:
         value = self.current_lr()
         for group in self.optimizer.param_groups:

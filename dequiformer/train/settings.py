@@ -81,6 +81,18 @@ TRAIN_SCHEMA: dict[str, Option] = {
     # cosine decay over train.epochs ("epochs") or over train.max_seconds ("seconds": the run then
     # stops as soon as the budget is spent, mid-epoch if need be, at min_lr)
     "lr_schedule": Option("epochs", str, choices=("epochs", "seconds")),
+    # MACE's second stage (its --swa): from `start` (a fraction of the run, in steps or, under
+    # lr_schedule: seconds, in wall time) on, these loss weights replace the ones above (null:
+    # unchanged) and best.pt restarts, so that it is the stage's best; start null: no second stage
+    "stage_two": Option(None, dict, fields={
+        "start": Option(None, float, nullable=True, low=0.0, high=1.0, low_open=True, high_open=True),
+        "energy_weight": Option(None, float, nullable=True, **_NONNEG),
+        "force_weight": Option(None, float, nullable=True, **_NONNEG),
+        "grad_force_weight": Option(None, float, nullable=True, **_NONNEG),
+    }),
+    # which validation error picks best.pt: forces, energy, or energy+forces (the sum of the two
+    # MAEs in the data's units: energy per structure, forces per component)
+    "best_metric": Option("forces", str, choices=("forces", "energy", "energy+forces")),
     "fixed_point_store_mb": Option(512.0, float, **_NONNEG),  # DEQ: warm-start each frame's solve from its last fixed point (0: off)
     "jacobian_iters": Option(10, int, low=0),               # DEQ: power iterations for the validation Jacobian radius (0: off)
 }
@@ -122,6 +134,13 @@ def resolve_train(train_cfg: dict | None) -> dict:
     if train["lr_schedule"] == "seconds" and train["warmup_fraction"] is not None:
         raise ValueError("train.warmup_fraction is a fraction of all steps, unknown under train.lr_schedule: "
                          "seconds; set train.warmup_epochs instead")
+    two = train["stage_two"]
+    if two["start"] is None and any(two[k] is not None for k in two if k != "start"):
+        raise ValueError("train.stage_two sets loss weights but no train.stage_two.start (the fraction of the run "
+                         "where the second stage begins, e.g. 0.75)")
+    if two["start"] is not None and all(two[k] is None for k in two if k != "start"):
+        raise ValueError("train.stage_two.start is set but the stage changes no loss weight; set "
+                         "train.stage_two.energy_weight, force_weight or grad_force_weight")
     return train
 
 

@@ -1,7 +1,8 @@
 """Training loop: data, model, AdamW + warmup/cosine, EMA, DDP, checkpoints, metrics.
 
 Run directory layout: ``config.yaml`` (resolved config), ``splits.npz``, ``metrics.csv``,
-``last.pt`` (every epoch), ``best.pt`` (best validation force MAE), ``tensorboard/``.
+``last.pt`` (every epoch), ``best.pt`` (best validation error, ``train.best_metric``; with
+``train.stage_two`` the best epoch of the second stage), ``tensorboard/``.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"epoch": None, "val_forces_mae": math.inf}
+        self.best: dict[str, Any] = self._no_best(stage=1)
         self._partial: dict[str, Any] | None = None  # progress of a checkpoint written mid-epoch
         if resume_state is not None:
             self._restore(resume_state)
@@ -149,6 +150,13 @@ class Trainer:
             self.tcfg["lr"], self.tcfg["warmup_lr"], self.tcfg["min_lr"],
             budget_seconds=self.tcfg["max_seconds"] if self.tcfg["lr_schedule"] == "seconds" else None,
         )
+        two = self.tcfg["stage_two"]
+        self.stage_two_start = two["start"]
+        self.stage_two_weights = {k: float(v) for k, v in two.items() if k != "start" and v is not None}
+        if self.model.conservative and self.stage_two_weights.get("grad_force_weight", 0.0) > 0:
+            raise ValueError("train.stage_two.grad_force_weight: a conservative model already trains its forces as "
+                             "-dE/dpos; leave it null or 0")
+        self.stage = 1
         self.ema = ExponentialMovingAverage(self.model, self.tcfg["ema_decay"]) if self.tcfg["ema_decay"] else None
         store_mb = float(self.tcfg["fixed_point_store_mb"])
         self.fixed_points = FramewiseFixedPoints(store_mb) if self.implicit and store_mb > 0 else None
@@ -217,7 +225,12 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         if self.fixed_points is not None and state.get("fixed_points"):
             self.fixed_points.load_state_dict(state["fixed_points"])
-        self.best = dict(state.get("best") or self.best)
+        best = dict(state.get("best") or {})
+        if "value" in best:
+            self.best = best
+        elif best.get("epoch") is not None:  # a checkpoint of before train.best_metric: ranked by forces
+            self.best = {**self._no_best(stage=1), "epoch": best["epoch"], "value": float(best["val_forces_mae"]),
+                         "metric": "forces"}
         rngs = state.get("rng") or []
         if len(rngs) == self.info.world_size:
             set_rng_state(rngs[self.info.rank])
@@ -250,6 +263,7 @@ class Trainer:
         for i, idx in enumerate(bar):
             if i < first:
                 continue
+            self._enter_stage_two_when_due()
             graph = self.train_graphs.batch(idx, self.device)
             out, parts, ok = self._train_step(idx, graph, scales, params)
             if not ok:
@@ -287,6 +301,36 @@ class Trainer:
         return {"loss": sums["loss"] / (self.info.world_size * n_batches), "energy_mae": ratio("energy_abs", "n_energy"),
                 "forces_mae": ratio("forces_abs", "n_forces"), "solver_steps": ratio("steps", "n_steps"),
                 "bwd_steps": ratio("bwd_steps", "n_bwd_steps"), "ms_per_step": ms_per_step}
+
+    def _no_best(self, stage: int) -> dict[str, Any]:
+        return {"epoch": None, "metric": self.tcfg["best_metric"], "value": math.inf, "stage": stage}
+
+    def _enter_stage_two_when_due(self) -> None:
+        """Switch to ``train.stage_two``'s loss weights once the run's progress reaches its start
+        (also right away in a run resumed past it); best.pt then restarts from the stage's epochs,
+        because the stage changes what the model is trained to be best at."""
+        if self.stage == 2 or self.stage_two_start is None or self.schedule.progress() < self.stage_two_start:
+            return
+        self.stage = 2
+        for key, value in self.stage_two_weights.items():
+            setattr(self.loss_fn, key, value)
+        if self.best.get("stage", 1) != 2:
+            self.best = self._no_best(stage=2)
+        if self.info.is_main:
+            logger.info("stage two from step %d (%.0f %% of the run): %s", self.step,
+                        100 * self.schedule.progress(), ", ".join(f"{k} {v:g}" for k, v in self.stage_two_weights.items()))
+
+    def _score(self, row: dict[str, Any]) -> float | None:
+        """The ``train.best_metric`` value of an epoch's row (validation; training errors without a
+        validation set)."""
+        pre = "val" if self.val_graphs is not None else "train"
+        energy, forces = row[f"{pre}_energy_mae"], row[f"{pre}_forces_mae"]
+        metric = self.tcfg["best_metric"]
+        if metric == "forces":
+            return forces
+        if metric == "energy":
+            return energy
+        return None if energy is None or forces is None else energy + forces
 
     def _budget_spent(self, spent_here: bool) -> bool:
         """Whether the wall budget is spent; under DDP when any rank says so (collective), so that
@@ -405,16 +449,16 @@ class Trainer:
                    "val_forces_mae": None if val is None else val["forces_mae"],
                    "val_solver_steps": None if val is None else val["mean_steps"],
                    "val_seconds": None if val is None else t2 - t1,
-                   "val_jacobian_radius": None if val is None else val.get("jacobian_radius")}
+                   "val_jacobian_radius": None if val is None else val.get("jacobian_radius"), "stage": self.stage}
             self.elapsed += t2 - t0
             row["elapsed"] = self.elapsed
             row["peak_rss_mb"] = peak_rss_mb()
             self.history.append(row)
             self.epoch = epoch + 1
-            score = row["val_forces_mae"] if self.val_graphs is not None else row["train_forces_mae"]
-            improved = score is not None and math.isfinite(score) and score < float(self.best["val_forces_mae"])
+            score = self._score(row)
+            improved = score is not None and math.isfinite(score) and score < float(self.best["value"])
             if improved:
-                self.best = {"epoch": self.epoch, "val_forces_mae": float(score)}
+                self.best = {**self.best, "epoch": self.epoch, "value": float(score), "stage": self.stage}
             state = self.state_dict()  # collective
             if self.info.is_main:
                 save_checkpoint(state, self.run_dir / "last.pt")
