@@ -35,7 +35,7 @@ def test_bench_accuracy_end_to_end_on_tiny_data(tmp_path):
         paths.append(str(path))
     out = tmp_path / "acc.json"
     argv = ["bench", "accuracy", *paths, "--data", str(data), "--heldout", str(heldout), "--epochs", "2",
-            "--out", str(tmp_path / "bench"), "--json", str(out)]
+            "--out", str(tmp_path / "bench"), "--json", str(out), "--eval-max-iter", "3"]
     assert main(argv) == 0
     report = json.loads(out.read_text())
     fields = {"model", "params", "seconds", "epochs", "energy_mae", "forces_mae", "units", "train_peak_rss_mb",
@@ -50,6 +50,13 @@ def test_bench_accuracy_end_to_end_on_tiny_data(tmp_path):
     assert rows["tiny_explicit"]["fwd_steps"] == 2 and rows["tiny_explicit"]["bwd_steps"] is None
     assert rows["tiny_deq"]["bwd_steps"] > 0
     assert (tmp_path / "bench" / "learning_curves.png").stat().st_size > 0
+    # the DEQ's held-out solves ran under --eval-max-iter (its config's deq.max_iter is 12); the
+    # row counts the ones left unconverged
+    solver = json.loads((tmp_path / "bench" / "tiny_deq.eval.json").read_text())["solver"]
+    assert solver["max_steps"] <= 3 and rows["tiny_deq"]["eval_unconverged"] == solver["unconverged"]
+    assert rows["tiny_explicit"]["eval_unconverged"] == 0
+    explicit_ckpt = str(tmp_path / "bench" / "tiny_explicit" / "best.pt")
+    assert main(["eval", explicit_ckpt, "--data", str(heldout), "--split", "all", "--max-iter", "5"]) == 2
 
 
 def test_bench_accuracy_names_a_missing_config(tmp_path, capsys):

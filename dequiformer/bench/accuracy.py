@@ -38,9 +38,9 @@ def _env(threads: int) -> dict[str, str]:
 
 
 def train_and_eval(config: str, name: str, data: str, heldout: str, out_dir: Path, overrides: Sequence[str],
-                   threads: int = 1, device: str = "cpu") -> subprocess.Popen:
+                   threads: int = 1, device: str = "cpu", eval_max_iter: int | None = None) -> subprocess.Popen:
     """Start training ``config`` into ``out_dir/name`` and evaluating it (one shell pipeline) on
-    ``device``."""
+    ``device``; a DEQ is evaluated with ``eval_max_iter`` solver steps per solve when given."""
     run_dir = out_dir / name
     sets = [f"data.path={data}", f"train.num_threads={threads}", f"train.device={device}", "train.progress=false",
             *overrides]
@@ -48,9 +48,18 @@ def train_and_eval(config: str, name: str, data: str, heldout: str, out_dir: Pat
                      "--set", *sets)
     evaluate = _command("eval", str(run_dir / "best.pt"), "--data", heldout, "--split", "all",
                         "--device", device, "--json", str(out_dir / f"{name}.eval.json"))
+    if eval_max_iter is not None and is_deq_config(config, overrides):
+        evaluate += ["--max-iter", str(int(eval_max_iter))]
     script = f"{shlex.join(train)} && {shlex.join(evaluate)}"
     with open(out_dir / f"{name}.log", "w") as log:  # the child keeps its own descriptor
         return subprocess.Popen(["bash", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=_env(threads))
+
+
+def is_deq_config(config: str, overrides: Sequence[str] = ()) -> bool:
+    """Whether ``config`` (with ``overrides``) trains a DEQuiformer."""
+    from ..config import load_config
+
+    return load_config(config, overrides)["model"].get("name") == "dequiformer"
 
 
 def collect_row(name: str, out_dir: Path) -> dict[str, Any]:
@@ -66,6 +75,7 @@ def collect_row(name: str, out_dir: Path) -> dict[str, Any]:
         "epochs": int(train["epochs"]),
         "energy_mae": float(ev["energy_mae"]),
         "forces_mae": float(ev["forces_mae"]),
+        "eval_unconverged": int((ev.get("solver") or {}).get("unconverged") or 0),
         "units": ev["units"],
         "train_peak_rss_mb": float(train["peak_rss_mb"]),
         "train_rss_growth_mb": float(train["peak_rss_mb"]) - float(train["start_rss_mb"]),
@@ -79,9 +89,12 @@ def collect_row(name: str, out_dir: Path) -> dict[str, Any]:
 
 def run_accuracy_benchmark(configs: Sequence[str], data: str, heldout: str, out_dir: str | Path,
                            overrides: Sequence[str] = (), parallel: int = 2, threads: int = 1,
-                           names: Sequence[str] | None = None, device: str = "cpu") -> dict[str, Any]:
+                           names: Sequence[str] | None = None, device: str = "cpu",
+                           eval_max_iter: int | None = 40) -> dict[str, Any]:
     """Train and evaluate every config (``parallel`` at a time, each on ``device``); returns
-    ``{"rows": [...]}``.
+    ``{"rows": [...]}``. DEQs are evaluated with ``eval_max_iter`` solver steps per solve (the
+    shipped models' inference budget; a training config's ``deq.max_iter`` may leave held-out
+    solves unconverged); ``eval_unconverged`` in each row counts the solves that still were not.
 
     Raises RuntimeError naming the config and its log when a run fails; ValueError before any
     run when ``device`` is not on this machine.
@@ -99,7 +112,7 @@ def run_accuracy_benchmark(configs: Sequence[str], data: str, heldout: str, out_
         while pending and len(running) < max(int(parallel), 1):
             config, name = pending.pop(0)
             running.append((config, name, train_and_eval(config, name, data, heldout, out, overrides, threads,
-                                                                   device)))
+                                                                   device, eval_max_iter)))
         config, name, proc = running.pop(0)
         if proc.wait() != 0:
             failed.append(f"{config} (log: {out / (name + '.log')})")

@@ -67,6 +67,9 @@ def _accuracy_arguments(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--parallel", type=int, default=2, help="configs trained at the same time (default 2)")
     a.add_argument("--threads", type=int, default=1, help="threads per training process (default 1)")
     a.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K (every training and evaluation)")
+    a.add_argument("--eval-max-iter", type=int, default=40,
+                   help="solver steps per held-out solve of a DEQ (the shipped models' inference budget; a "
+                        "training config's deq.max_iter may leave solves unconverged)")
     a.add_argument("--out", default="bench_accuracy", help="output folder (runs, logs, PNG)")
     a.add_argument("--json", help="write the report here (default OUT/accuracy.json)")
 
@@ -357,7 +360,7 @@ def _run_accuracy(args: argparse.Namespace) -> int:
         overrides += [f"train.max_seconds={args.seconds}", "train.lr_schedule=seconds", "train.epochs=100000"]
     try:
         report = run_accuracy_benchmark(configs, args.data, heldout, args.out, overrides, args.parallel, args.threads,
-                                        device=args.device)
+                                        device=args.device, eval_max_iter=args.eval_max_iter)
     except (RuntimeError, ValueError) as exc:
         print(f"dequiformer bench accuracy: error: {exc}", file=sys.stderr)
         return 2
@@ -371,6 +374,9 @@ def _run_accuracy(args: argparse.Namespace) -> int:
         print(f"{r['model']:<16}{r['params']:>10d}{r['seconds'] / 60:>7.1f}{r['epochs']:>7d}{r['energy_mae']:>9.3f}"
               f"{r['forces_mae']:>9.3f}{r['train_peak_rss_mb']:>9.0f}{r['train_rss_growth_mb']:>7.0f}"
               f"{num(r['train_ms_per_step'], '.0f'):>9}{num(r['fwd_steps'], '.1f'):>6}{num(r['bwd_steps'], '.1f'):>6}")
+        if r["eval_unconverged"]:
+            print(f"  {r['model']}: {r['eval_unconverged']} held-out solves unconverged at --eval-max-iter "
+                  f"{args.eval_max_iter}: its errors are those of unconverged fixed points", file=sys.stderr)
     write_json(args.json or Path(args.out) / "accuracy.json", report)
     return 0
 

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K (default cpu)")
     parser.add_argument("--max-structures", type=int, default=None, help="evaluate at most this many (the first)")
     parser.add_argument("--raw-weights", action="store_true", help="use the raw weights, not the EMA weights")
+    parser.add_argument("--max-iter", type=int, default=None,
+                        help="DEQ: solver iteration cap of each fixed-point (and adjoint) solve (default: the "
+                             "checkpoint's deq.max_iter, which a training config may keep low for speed)")
 
 
 def select_indices(checkpoint: Path, dataset: Any, split: str, data_path: str, cfg: dict) -> tuple[list[int] | None, str]:
@@ -133,6 +136,15 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     checkpoint = Path(args.checkpoint)
     state = load_checkpoint(checkpoint)
+    if args.max_iter is not None:
+        if args.max_iter < 1:
+            raise ValueError(f"--max-iter must be >= 1, got {args.max_iter}")
+        if state["config"]["model"].get("name") != "dequiformer":
+            raise ValueError(f"--max-iter: {checkpoint} is an explicit model ({state['config']['model'].get('name')}), "
+                             f"which has no solver")
+        deq = state["config"].setdefault("deq", {})
+        deq["max_iter"] = int(args.max_iter)
+        deq["b_max_iter"] = max(int(args.max_iter), int(deq.get("b_max_iter") or 0))
     device = resolve_device(args.device, what="--device")
     model = build_from_checkpoint(state, use_ema=not args.raw_weights, device=device, where=str(checkpoint))
     units = model.units
