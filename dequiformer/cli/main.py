@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("dequiformer.cli.eval", "energy / force errors of a checkpoint on a data set"),
     "bench": ("dequiformer.cli.bench", "benchmarks: solver, accuracy (configs at equal budget), nve (energy drift), md (speed vs size)"),
     "md": ("dequiformer.cli.md", "molecular dynamics (NVE / Langevin) with the DEQ ASE calculator"),
+    "refit-references": ("dequiformer.cli.refit", "re-fit the per-element energy references on the training frames"),
     "markov": ("dequiformer.cli.markov", "warm-started vs cold forces along a trajectory (Markov check)"),
     "relax-bench": ("dequiformer.cli.relax_bench", "relaxation benchmark: cold / reuse / relaxed-reuse vs explicit"),
     "classify": ("dequiformer.cli.classify", "graph-image classifiers: train, predict, bench (DEQ conv, Anderson vs forward)"),

@@ -1,0 +1,83 @@
+"""``dequiformer refit-references CHECKPOINT --data TRAIN --out NEW.pt [--split train|all]``.
+
+Re-fits the model's per-element energy references on labelled frames (by default the run's
+training split) with the inference solver, and writes a copy of the checkpoint with them: see
+:mod:`dequiformer.train.refit`. Forces are unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="best.pt / last.pt / an exported checkpoint")
+    parser.add_argument("--data", required=True, help="the labelled frames (normally the training data)")
+    parser.add_argument("--format", default=None, help="reader format (default: detected from the file)")
+    parser.add_argument("--split", choices=("train", "all"), default="train",
+                        help="the run's training split (splits.npz beside the checkpoint; default) or every frame")
+    parser.add_argument("--out", required=True, help="where to write the re-fitted checkpoint (atomically)")
+    parser.add_argument("--max-iter", type=int, default=None,
+                        help="DEQ: solver iteration cap per solve (default: the checkpoint's deq.max_iter)")
+    parser.add_argument("--batch-size", type=int, default=4, help="structures per forward (default 4)")
+    parser.add_argument("--json", metavar="OUT", help="write the fit's summary as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"dequiformer refit-references: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train_indices(checkpoint: Path, n_frames: int) -> list[int]:
+    from ..data.splits import SPLITS_FILE, Splits
+
+    path = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / SPLITS_FILE
+    if not path.exists():
+        raise ValueError(f"--split train: no {path} beside the checkpoint; pass --split all to fit on every frame")
+    splits = Splits.load(path)
+    n = splits.meta.get("n")
+    if (n is not None and int(n) != n_frames) or (len(splits.train) and int(splits.train.max()) >= n_frames):
+        raise ValueError(f"{path} was made for another data set ({n} frames, --data has {n_frames}); pass the "
+                         f"training data or --split all")
+    return [int(i) for i in splits.train]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..data.readers import read_dataset
+    from ..data.units import energy_factor
+    from ..rundir import write_json
+    from ..train.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+    from ..train.dataset import GraphDataset
+    from ..train.refit import refit_energy_references
+    from .eval import _scaled
+
+    checkpoint = Path(args.checkpoint)
+    state = load_checkpoint(checkpoint)
+    if args.max_iter is not None:
+        if state["config"]["model"].get("name") != "dequiformer":
+            raise ValueError(f"--max-iter: {checkpoint} is an explicit model, which has no solver")
+        state["config"]["deq"]["max_iter"] = int(args.max_iter)
+    model = build_from_checkpoint(state, where=str(checkpoint))
+    dataset = read_dataset(args.data, args.format)
+    if args.split == "train":
+        dataset = dataset.subset(_train_indices(checkpoint, len(dataset)))
+    factor = energy_factor(dataset.units["energy"], model.units["energy"])
+    frames = [_scaled(f, factor) for f in dataset] if factor != 1.0 else dataset
+    graphs = GraphDataset(frames, model.cutoff, model.max_neighbors, next(model.parameters()).dtype, cache=False,
+                          name="refit")
+    graphs.source = str(args.data)
+    summary = refit_energy_references(model, graphs, args.batch_size)
+    key = "scaling.energy_reference"
+    state["model"][key] = model.scaling.energy_reference.detach().clone()
+    state["refit_references"] = {"data": str(args.data), "split": args.split, **summary}
+    save_checkpoint(state, args.out)
+    summary.update(checkpoint=str(checkpoint), out=str(args.out), units=model.units["energy"])
+    write_json(args.json, summary)
+    print(f"{summary['n_structures']} structures: energy MAE {summary['energy_mae_before']:.4g} -> "
+          f"{summary['energy_mae_after']:.4g} {summary['units']} (mean error before {summary['mean_error_before']:+.4g}); "
+          f"wrote {args.out}")
+    return 0
