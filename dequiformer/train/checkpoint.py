@@ -11,7 +11,7 @@ rebuilds the model and resumes training exactly:
 - ``rng``: per-rank torch/CUDA RNG states and numpy/python RNG states,
 - ``normalization``: :class:`~dequiformer.data.normalization.Normalizer` as a dict,
 - ``units`` (``{"energy", "length"}``), ``elements`` (atomic numbers seen in training),
-- ``metrics`` (rows of ``metrics.csv``), ``best`` (``{"epoch", "val_forces_mae"}``),
+- ``metrics`` (rows of ``metrics.csv``), ``best`` (``{"epoch", "metric", "value", "stage"}``),
   ``world_size``, ``dtype``.
 
 Everything in it loads with ``torch.load(weights_only=True)``: no pickled code. The file's
