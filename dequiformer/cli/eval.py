@@ -56,14 +56,22 @@ def select_indices(checkpoint: Path, dataset: Any, split: str, data_path: str, c
         return None, "all frames (the run's test set is a separate file)"
     if len(splits.test) == 0:
         return None, "all frames (the run's split has no test part)"
+    return split_indices(path, splits, "test", len(dataset), data_path), f"test split of {path}"
+
+
+def split_indices(path: Path, splits: Any, part: str, n_frames: int, data_path: str) -> list[int]:
+    """The ``part`` ("train", "val", "test") indices of a run's ``splits`` (read from ``path``),
+    checked against the ``n_frames`` of ``data_path``: ValueError when the split was made for
+    another data set or an index is out of range."""
     n = splits.meta.get("n")
-    if n is not None and int(n) != len(dataset):
-        raise ValueError(f"{path} was made for {n} frames but {data_path} has {len(dataset)}; pass --split all "
+    if n is not None and int(n) != n_frames:
+        raise ValueError(f"{path} was made for {n} frames but {data_path} has {n_frames}; pass --split all "
                          f"or the data set the model was trained on")
-    if int(splits.test.max()) >= len(dataset):
-        raise ValueError(f"{path}: test index {int(splits.test.max())} out of range for {len(dataset)} frames of "
+    indices = getattr(splits, part)
+    if len(indices) and int(indices.max()) >= n_frames:
+        raise ValueError(f"{path}: {part} index {int(indices.max())} out of range for {n_frames} frames of "
                          f"{data_path}")
-    return [int(i) for i in splits.test], f"test split of {path}"
+    return [int(i) for i in indices]
 
 
 def reader_options(given: list[str], cfg: dict, data_path: str, fmt: str | None) -> dict[str, Any]:
@@ -125,10 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..data.readers import read_dataset
-    from ..data.units import energy_factor, length_factor
     from ..device import resolve_device
-    from ..train.checkpoint import build_from_checkpoint, load_checkpoint
-    from ..train.dataset import GraphDataset
+    from ..train.checkpoint import build_from_checkpoint, cap_solver, load_checkpoint
     from ..train.evaluate import eval_record, evaluate
     from ..rundir import write_json
 
@@ -137,14 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     state = load_checkpoint(checkpoint)
     if args.max_iter is not None:
-        if args.max_iter < 1:
-            raise ValueError(f"--max-iter must be >= 1, got {args.max_iter}")
-        if state["config"]["model"].get("name") != "dequiformer":
-            raise ValueError(f"--max-iter: {checkpoint} is an explicit model ({state['config']['model'].get('name')}), "
-                             f"which has no solver")
-        deq = state["config"].setdefault("deq", {})
-        deq["max_iter"] = int(args.max_iter)
-        deq["b_max_iter"] = max(int(args.max_iter), int(deq.get("b_max_iter") or 0))
+        cap_solver(state, args.max_iter, where=str(checkpoint))
     device = resolve_device(args.device, what="--device")
     model = build_from_checkpoint(state, use_ema=not args.raw_weights, device=device, where=str(checkpoint))
     units = model.units
@@ -158,15 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(dataset) == 0:
         raise ValueError(f"{args.data}: nothing to evaluate (0 structures selected: {note})")
     check_elements(dataset, list(getattr(model, "elements", []) or []), args.allow_unseen_elements, args.data)
-    if float(length_factor(dataset.units.get("length", "Angstrom"), "Angstrom")) != 1.0:
-        raise ValueError(f"{args.data}: lengths in {dataset.units['length']}; only Angstrom data is supported")
-    frames: Any = dataset
-    factor = energy_factor(dataset.units["energy"], units["energy"])
-    if factor != 1.0:  # labels to the model's units
-        frames = [_scaled(f, factor) for f in dataset]
-    dtype = next(model.parameters()).dtype
-    graphs = GraphDataset(frames, model.cutoff, model.max_neighbors, dtype, cache=False, name="eval")
-    graphs.source = str(args.data)
+    graphs = labelled_graphs(dataset, model, str(args.data), name="eval")
     summary = evaluate(model, graphs, args.batch_size, device)
     record = eval_record(summary, units)
     record.update({"checkpoint": str(checkpoint), "data": str(args.data), "split": args.split, "selection": note,
@@ -179,6 +170,25 @@ def _run(args: argparse.Namespace) -> int:
           f"solver steps {record['solver']['mean_steps']:.3g} (max {record['solver']['max_steps']}, "
           f"unconverged {record['solver']['unconverged']}), {record['seconds_per_structure'] * 1e3:.3g} ms/structure")
     return 0
+
+
+def labelled_graphs(dataset: Any, model: Any, source: str, name: str) -> Any:
+    """A :class:`GraphDataset` of ``dataset``'s frames for ``model``: labels converted to the
+    model's energy unit, graphs in its dtype, built as needed (not cached), errors naming
+    ``source``. ValueError when the data's lengths are not in Angstrom."""
+    from ..data.units import energy_factor, length_factor
+    from ..train.dataset import GraphDataset
+
+    if float(length_factor(dataset.units.get("length", "Angstrom"), "Angstrom")) != 1.0:
+        raise ValueError(f"{source}: lengths in {dataset.units['length']}; only Angstrom data is supported")
+    frames: Any = dataset
+    factor = energy_factor(dataset.units["energy"], model.units["energy"])
+    if factor != 1.0:  # labels to the model's units
+        frames = [_scaled(f, factor) for f in dataset]
+    graphs = GraphDataset(frames, model.cutoff, model.max_neighbors, next(model.parameters()).dtype, cache=False,
+                          name=name)
+    graphs.source = source
+    return graphs
 
 
 def _scaled(frame: Any, factor: float) -> Any:

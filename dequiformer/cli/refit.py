@@ -32,47 +32,34 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _train_indices(checkpoint: Path, n_frames: int) -> list[int]:
+def _train_indices(checkpoint: Path, n_frames: int, data_path: str) -> list[int]:
     from ..data.splits import SPLITS_FILE, Splits
+    from .eval import split_indices
 
     path = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / SPLITS_FILE
     if not path.exists():
         raise ValueError(f"--split train: no {path} beside the checkpoint; pass --split all to fit on every frame")
-    splits = Splits.load(path)
-    n = splits.meta.get("n")
-    if (n is not None and int(n) != n_frames) or (len(splits.train) and int(splits.train.max()) >= n_frames):
-        raise ValueError(f"{path} was made for another data set ({n} frames, --data has {n_frames}); pass the "
-                         f"training data or --split all")
-    return [int(i) for i in splits.train]
+    return split_indices(path, Splits.load(path), "train", n_frames, data_path)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..data.readers import read_dataset
-    from ..data.units import energy_factor
     from ..rundir import write_json
-    from ..train.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
-    from ..train.dataset import GraphDataset
+    from ..train.checkpoint import build_from_checkpoint, cap_solver, load_checkpoint, save_checkpoint
     from ..train.refit import refit_energy_references
-    from .eval import _scaled
+    from .eval import labelled_graphs
 
     checkpoint = Path(args.checkpoint)
     state = load_checkpoint(checkpoint)
     if args.max_iter is not None:
-        if state["config"]["model"].get("name") != "dequiformer":
-            raise ValueError(f"--max-iter: {checkpoint} is an explicit model, which has no solver")
-        state["config"]["deq"]["max_iter"] = int(args.max_iter)
+        cap_solver(state, args.max_iter, where=str(checkpoint))
     model = build_from_checkpoint(state, where=str(checkpoint))
     dataset = read_dataset(args.data, args.format)
     if args.split == "train":
-        dataset = dataset.subset(_train_indices(checkpoint, len(dataset)))
-    factor = energy_factor(dataset.units["energy"], model.units["energy"])
-    frames = [_scaled(f, factor) for f in dataset] if factor != 1.0 else dataset
-    graphs = GraphDataset(frames, model.cutoff, model.max_neighbors, next(model.parameters()).dtype, cache=False,
-                          name="refit")
-    graphs.source = str(args.data)
+        dataset = dataset.subset(_train_indices(checkpoint, len(dataset), args.data))
+    graphs = labelled_graphs(dataset, model, str(args.data), name="refit")
     summary = refit_energy_references(model, graphs, args.batch_size)
-    key = "scaling.energy_reference"
-    state["model"][key] = model.scaling.energy_reference.detach().clone()
+    state["model"]["scaling.energy_reference"] = model.scaling.energy_reference.detach().clone()
     state["refit_references"] = {"data": str(args.data), "split": args.split, **summary}
     save_checkpoint(state, args.out)
     summary.update(checkpoint=str(checkpoint), out=str(args.out), units=model.units["energy"])

@@ -28,8 +28,23 @@ import torch
 # are importable from here too, where the force-field checkpoint's contents are described
 from ..rundir import CheckpointError, load_checkpoint, save_checkpoint
 
-__all__ = ["CheckpointError", "build_from_checkpoint", "export_checkpoint", "load_checkpoint", "load_model",
-           "save_checkpoint"]
+__all__ = ["CheckpointError", "build_from_checkpoint", "cap_solver", "export_checkpoint", "load_checkpoint",
+           "load_model", "save_checkpoint"]
+
+
+def cap_solver(state: dict[str, Any], max_iter: int, where: str = "checkpoint") -> None:
+    """Set a DEQ checkpoint's solve budget (``deq.max_iter``, and ``b_max_iter`` at least as
+    large) in the loaded ``state``, before the model is built: a training config may keep it low
+    for speed where evaluation wants converged fixed points. ValueError for an explicit model or a
+    cap below 1 (``--max-iter`` of ``eval`` and ``refit-references``)."""
+    if int(max_iter) < 1:
+        raise ValueError(f"--max-iter must be >= 1, got {max_iter}")
+    name = state["config"]["model"].get("name")
+    if name != "dequiformer":
+        raise ValueError(f"--max-iter: {where} is an explicit model ({name}), which has no solver")
+    deq = state["config"].setdefault("deq", {})
+    deq["max_iter"] = int(max_iter)
+    deq["b_max_iter"] = max(int(max_iter), int(deq.get("b_max_iter") or 0))
 
 
 def build_from_checkpoint(state: dict[str, Any], use_ema: bool = True, dtype: torch.dtype | None = None,

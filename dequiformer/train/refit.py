@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .dataset import GraphDataset
+from .evaluate import shard_batches
 
 __all__ = ["refit_energy_references"]
 
@@ -26,8 +27,8 @@ __all__ = ["refit_energy_references"]
 def _energies(model: torch.nn.Module, graphs: GraphDataset, batch_size: int) -> tuple[np.ndarray, np.ndarray, list]:
     """Predicted and labelled energies [B] (training units) and each structure's atomic numbers."""
     pred, label, numbers = [], [], []
-    for start in range(0, len(graphs), batch_size):
-        batch = graphs.batch(range(start, min(start + batch_size, len(graphs))))
+    for idx in shard_batches(len(graphs), batch_size):
+        batch = graphs.batch(idx)
         out = model(batch)
         pred.append(out["energy"].double().cpu().numpy())
         label.append(batch.energy.double().cpu().numpy())
