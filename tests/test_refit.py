@@ -10,7 +10,7 @@ import torch
 
 from dequiformer.cli.main import main as cli
 from dequiformer.data.readers import read_dataset
-from dequiformer.train.checkpoint import load_model
+from dequiformer.train.checkpoint import export_checkpoint, load_checkpoint, load_model
 from dequiformer.train.dataset import GraphDataset
 from dequiformer.train.refit import refit_energy_references
 from dequiformer.train.trainer import Trainer
@@ -53,6 +53,11 @@ def test_refit_cli_writes_a_checkpoint_that_fits_the_training_split(run, tmp_pat
     refit = load_model(out)
     moved = refit.scaling.energy_reference - load_model(run["ckpt"]).scaling.energy_reference
     assert sum(moved[int(z)] * n for z, n in ((1, 6), (6, 2), (8, 1))) == pytest.approx(-summary["mean_error_before"])
+    # the checkpoint's normalisation metadata and an exported copy carry the new references
+    assert refit.normalization["references"] == pytest.approx(
+        [float(refit.scaling.energy_reference[int(z)]) for z in refit.normalization["elements"]])
+    exported = export_checkpoint(out, tmp_path / "slim.pt")
+    assert load_checkpoint(exported)["refit_references"]["n_structures"] == 12
     # no splits.npz beside an exported checkpoint: the error says what to do
     lone = tmp_path / "lone" / "x.pt"
     lone.parent.mkdir()

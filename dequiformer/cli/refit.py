@@ -59,7 +59,12 @@ def _run(args: argparse.Namespace) -> int:
         dataset = dataset.subset(_train_indices(checkpoint, len(dataset), args.data))
     graphs = labelled_graphs(dataset, model, str(args.data), name="refit")
     summary = refit_energy_references(model, graphs, args.batch_size)
-    state["model"]["scaling.energy_reference"] = model.scaling.energy_reference.detach().clone()
+    refs = model.scaling.energy_reference.detach().clone()
+    state["model"]["scaling.energy_reference"] = refs
+    norm = state.get("normalization")
+    if norm and norm.get("elements"):
+        # the fitted statistics travel with the weights (resume, init_from, model.normalization)
+        norm["references"] = [float(refs[int(z)]) for z in norm["elements"]]
     state["refit_references"] = {"data": str(args.data), "split": args.split, **summary}
     save_checkpoint(state, args.out)
     summary.update(checkpoint=str(checkpoint), out=str(args.out), units=model.units["energy"])

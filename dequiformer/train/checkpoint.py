@@ -113,7 +113,7 @@ def export_checkpoint(src: str | Path, dst: str | Path, use_ema: bool = True) ->
     state = load_checkpoint(src)
     model = build_from_checkpoint(state, use_ema=use_ema, where=str(src))
     keep = ("format", "version", "dequiformer_version", "config", "epoch", "step", "normalization", "units",
-            "elements", "metrics", "best", "dtype")
+            "elements", "metrics", "best", "dtype", "refit_references")
     slim = {key: state[key] for key in keep if key in state}
     slim["model"] = model.state_dict()
     slim["ema"] = None
