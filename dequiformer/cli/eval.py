@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .main import run_reporting_input_errors
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="best.pt / last.pt written by dequiformer train (or a run directory)")
@@ -124,11 +126,7 @@ def check_elements(dataset: Any, elements: list[int], allow: bool, data_path: st
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; input errors are reported in one line with exit status 2."""
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"dequiformer eval: error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_input_errors("eval", _run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

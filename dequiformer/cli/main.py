@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +32,17 @@ def add_overrides_option(parser: argparse.ArgumentParser, help_text: str = "over
     more values per flag, the flag repeatable; collected in ``args.overrides``."""
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
                         help=f"{help_text}, e.g. --set train.epochs=10 train.lr=1e-3 (repeatable)")
+
+
+def run_reporting_input_errors(command: str, body: Callable[[argparse.Namespace], int],
+                               args: argparse.Namespace) -> int:
+    """Run ``body(args)``; a configuration or data error (ValueError, FileNotFoundError, KeyError)
+    becomes one line ``dequiformer COMMAND: error: ...`` on stderr and exit status 2."""
+    try:
+        return body(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"dequiformer {command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,9 @@ training split) with the inference solver, and writes a copy of the checkpoint w
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from .main import run_reporting_input_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,11 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"dequiformer refit-references: error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_input_errors("refit-references", _run, args)
 
 
 def _train_indices(checkpoint: Path, n_frames: int, data_path: str) -> list[int]:

@@ -9,7 +9,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from .main import add_overrides_option
+from .main import add_overrides_option, run_reporting_input_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,11 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume); configuration and data errors are reported in one line, exit status 2."""
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"dequiformer train: error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_input_errors("train", _run, args)
 
 
 def _run(args: argparse.Namespace) -> int:
