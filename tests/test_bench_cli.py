@@ -112,9 +112,10 @@ def test_bench_md_end_to_end(tmp_path):
     explicit = write_tiny_checkpoint(tmp_path / "ev2.pt", explicit=True)
     out = tmp_path / "md"
     assert main(["bench", "md", "--checkpoint", f"deq={deq}", f"x={explicit}", "--structure", str(tmp_path / "water.xyz"),
-                 "--copies", "1", "2", "--steps", "3", "--dtype", "float64", "--no-isolate", "--quiet",
+                 "--copies", "1", "2", "--steps", "4", "3", "--dtype", "float64", "--no-isolate", "--quiet",
                  "--repeats", "2", "--out", str(out)]) == 0
     report = json.loads((out / "md.json").read_text())
+    assert report["steps"] == [4, 3]  # one count per size
     for r in report["rows"]:  # two round-robin runs each, the row keeps one of them (the median's rank)
         assert len(r["ms_per_step_repeats"]) == 2 and r["ms_per_step"] == min(r["ms_per_step_repeats"])
     assert {(r["atoms"], r["model"]) for r in report["rows"]} == {
@@ -126,6 +127,9 @@ def test_bench_md_end_to_end(tmp_path):
     assert by[(6, "deq_reuse")]["solver_steps"] < by[(6, "deq_cold")]["solver_steps"]
     assert [r["atoms"] for r in report["ratios"]] == [3, 6]
     assert (out / "md_speed.png").stat().st_size > 0
+    # step counts that match neither one count nor one per size: a clear error, exit status 2
+    assert main(["bench", "md", "--checkpoint", f"deq={deq}", "--structure", str(tmp_path / "water.xyz"),
+                 "--copies", "1", "2", "3", "--steps", "4", "3", "--no-isolate", "--quiet", "--out", str(out)]) == 2
 
 
 def test_bench_profile_splits_a_call_into_stages(tmp_path):

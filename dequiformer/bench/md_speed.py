@@ -55,6 +55,19 @@ def molecule_grid(molecule: Atoms, copies: int, spacing: float = 9.0, periodic: 
     return out
 
 
+def steps_for_sizes(steps: int | Sequence[int], copies: Sequence[int]) -> list[int]:
+    """MD steps per size: ``steps`` is one count for every size or one per size (same order)."""
+    counts = [int(steps)] if isinstance(steps, (int, np.integer)) else [int(s) for s in steps]
+    if len(counts) == 1:
+        counts = counts * len(copies)
+    if len(counts) != len(copies):
+        raise ValueError(f"--steps takes one count or one per size: got {len(counts)} counts for {len(copies)} sizes "
+                         f"(--copies {' '.join(str(k) for k in copies)})")
+    if min(counts) < 1:
+        raise ValueError(f"--steps must be >= 1, got {counts}")
+    return counts
+
+
 def _case_worker(args: dict[str, Any]) -> dict[str, Any]:
     """Run one case (in this process or a spawned one) and return its row."""
     import torch
@@ -116,27 +129,32 @@ def _median_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_md_speed_benchmark(checkpoints: dict[str, str], molecule: Atoms, copies: Sequence[int] = DEFAULT_COPIES,
-                           periodic: bool = False, steps: int = 10, dt_fs: float = 0.5, temperature_k: float = 300.0,
+                           periodic: bool = False, steps: int | Sequence[int] = 10, dt_fs: float = 0.5,
+                           temperature_k: float = 300.0,
                            tol: float = 1e-4, reuse_tol: float | None = None, dtype: str = "float32", device: str = "cpu",
                            threads: int | None = 1, seed: int = 0, isolate: bool = True,
                            progress: bool = True, repeats: int = 1) -> dict[str, Any]:
     """Every (size, checkpoint, case) row; DEQ checkpoints get the three DEQ cases, explicit ones
-    one. ``repeats``: round-robin runs of each size's cases, rows keep the median ms per step."""
+    one. ``repeats``: round-robin runs of each size's cases, rows keep the median ms per step.
+    ``steps``: MD steps per case after the first call, one number for every size or one per entry
+    of ``copies`` (a small system's step takes milliseconds: more steps there keep the timer above
+    the machine's noise)."""
     from tqdm.auto import tqdm
 
     from ..train.checkpoint import load_checkpoint
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    steps_per_size = steps_for_sizes(steps, copies)
     kinds = {label: load_checkpoint(path)["config"]["model"].get("name") == "dequiformer"
              for label, path in checkpoints.items()}
     jobs = []
-    for k in copies:  # one size at a time, its cases interleaved, so that their ratios share a load
+    for k, size_steps in zip(copies, steps_per_size):  # one size at a time, its cases interleaved (a shared load)
         atoms = molecule_grid(molecule, k, periodic=periodic)
         for _ in range(repeats):
             for label, path in checkpoints.items():
                 for case in (["deq_cold", "deq_reuse", "deq_predictor"] if kinds[label] else ["explicit"]):
-                    jobs.append({"path": str(path), "label": label, "case": case, "atoms": atoms, "steps": steps,
+                    jobs.append({"path": str(path), "label": label, "case": case, "atoms": atoms, "steps": size_steps,
                                  "dt_fs": dt_fs, "temperature_k": temperature_k, "tol": tol, "reuse_tol": reuse_tol,
                                  "dtype": dtype, "device": device, "threads": threads, "seed": seed})
     run = _isolated if isolate else _case_worker
@@ -148,7 +166,7 @@ def run_md_speed_benchmark(checkpoints: dict[str, str], molecule: Atoms, copies:
         if "explicit" in at:
             ratios.append({"atoms": n, **{f"{m}_vs_explicit": at[m]["ms_per_step"] / at["explicit"]["ms_per_step"]
                                           for m in ("deq_cold", "deq_reuse", "deq_predictor") if m in at}})
-    return {"rows": rows, "ratios": ratios, "steps": steps, "dt_fs": dt_fs, "tol": tol, "reuse_tol": reuse_tol,
+    return {"rows": rows, "ratios": ratios, "steps": steps_per_size, "dt_fs": dt_fs, "tol": tol, "reuse_tol": reuse_tol,
             "dtype": dtype, "device": device, "threads": threads, "isolated": isolate, "repeats": repeats,
             "units": {"ms_per_step": "ms", "solver_steps": "layer-block evaluations per MD step", "peak_rss_mb": "MiB"}}
 

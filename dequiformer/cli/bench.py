@@ -108,7 +108,9 @@ def _md_arguments(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--copies", type=int, nargs="+", default=[1, 8, 27, 64],
                    help="copies of the molecule per system (default 1 8 27 64: 21-1344 aspirin atoms)")
     m.add_argument("--periodic", action="store_true", help="make each system a periodic box (cell = the grid)")
-    m.add_argument("--steps", type=int, default=10, help="NVE MD steps per case after the first call (default 10)")
+    m.add_argument("--steps", type=int, nargs="+", default=[10],
+                   help="NVE MD steps per case after the first call: one count, or one per --copies entry (more "
+                        "steps for small systems, whose steps take milliseconds)")
     m.add_argument("--repeats", type=int, default=3,
                    help="round-robin runs of each size's cases; rows keep the median (a shared machine's load drifts)")
     m.add_argument("--tol", type=float, default=1e-4, help="relative residual of cold solves")
@@ -220,7 +222,7 @@ def _run_md_speed(args: argparse.Namespace) -> int:
                                       repeats=args.repeats)
 
     problem = None
-    if args.steps < 1 or min(args.copies) < 1 or args.repeats < 1:
+    if min(args.steps) < 1 or min(args.copies) < 1 or args.repeats < 1:
         problem = (f"need --steps >= 1, --copies >= 1 and --repeats >= 1 (got {args.steps}, {args.copies}, "
                    f"{args.repeats})")
     report = _size_benchmark("md", args, problem, run)
