@@ -20,6 +20,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from .data.graph import AtomicGraph
 from .device import resolve_device
 from .deq.predictor import FixedPointPredictor
+from .deq.secant_memory import SecantMemory
 from .inference import OutputUnits, SolveSettings
 from .profiling import stage
 
@@ -58,6 +59,10 @@ class DEQCalculator(Calculator):
             exactly this many damped steps from the extrapolation instead of solving to ``reuse_tol``
             (ASPC, :mod:`dequiformer.deq.corrector`; default: the model's ``deq.correctors``, off
             when null). Needs a contractive layer; implies ``predictor`` 2.
+        secant_memory: along a trajectory, Anderson keeps this many secant pairs from one warm solve
+            to the next and accepts a step on the predicted residual of its next iterate
+            (:mod:`dequiformer.deq.secant_memory`; default: the model's ``deq.secant_memory``; 0 =
+            off). Dropped with the warm starts.
         dtype: ``"float32"`` or ``"float64"``.
 
     Forces are the model's: the direct head's, or ``-dE/dpos`` for a model trained with
@@ -89,6 +94,7 @@ class DEQCalculator(Calculator):
         predictor: int | None = None,
         max_iter: int | None = None,
         correctors: int | None = None,
+        secant_memory: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -109,7 +115,7 @@ class DEQCalculator(Calculator):
         self.fp_reuse = bool(fp_reuse) and self.is_deq
         self.conservative = bool(getattr(self.model, "conservative", False))
         self.settings = SolveSettings.for_model(self.model, tol, reuse_tol, adjoint_tol, max_iter, predictor,
-                                                correctors)
+                                                correctors, secant_memory)
         self.units = OutputUnits.for_model(self.model)
         self.unconverged_calls = 0  # calls whose fixed-point (or adjoint) solve did not converge
         if not self.conservative:  # instance attribute: ASE asks the instance what it can do
@@ -117,6 +123,8 @@ class DEQCalculator(Calculator):
         # the history is tied to the atoms' species, and dropped after a jump of any atom by more
         # than MAX_JUMP_A (a new configuration, not the next step of a trajectory or relaxation)
         self.predictor = FixedPointPredictor(self.settings.predictor, max_jump=MAX_JUMP_A)
+        self.secant_memory = (SecantMemory(self.settings.secant_memory)
+                              if self.fp_reuse and self.settings.secant_memory else None)
         self.stats: dict[str, Any] = {}
 
     def get_property(self, name: str, atoms: Any = None, allow_calculation: bool = True) -> Any:
@@ -145,6 +153,8 @@ class DEQCalculator(Calculator):
     def reset(self) -> None:
         super().reset()
         self.predictor.reset()
+        if self.secant_memory is not None:
+            self.secant_memory.reset()
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
@@ -166,8 +176,10 @@ class DEQCalculator(Calculator):
         species = torch.as_tensor(self.atoms.numbers) if self.fp_reuse else None
         guess = self.predictor.predict(coords, labels=species) if self.fp_reuse else {}
         z0 = guess.get("z")
+        if z0 is None and self.secant_memory is not None:  # the warm starts were dropped: so are the secants
+            self.secant_memory.reset()
         kwargs = self.settings.model_kwargs(self.model, warm=z0 is not None, guess=guess, stress=want_stress,
-                                            extrapolated=self.predictor.last_order >= 2)
+                                            extrapolated=self.predictor.last_order >= 2, memory=self.secant_memory)
         with torch.no_grad():
             out = self.model(graph, **kwargs)
         if self.fp_reuse:

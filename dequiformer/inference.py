@@ -28,7 +28,9 @@ class SolveSettings:
     the last two fixed points extrapolate linearly, take exactly this many damped steps instead of
     solving to ``reuse_tol`` (ASPC, :mod:`dequiformer.deq.corrector`; default: the model's
     ``deq.correctors``, null = off); it implies ``predictor`` 2, the linear extrapolation ASPC's
-    damping is made for.
+    damping is made for. ``secant_memory``: secant pairs Anderson carries from one warm-started
+    solve to the next (:mod:`dequiformer.deq.secant_memory`; default: the model's
+    ``deq.secant_memory``; 0 or null = off).
     """
 
     tol: float
@@ -37,11 +39,13 @@ class SolveSettings:
     max_iter: int | None
     predictor: int
     correctors: int | None = None
+    secant_memory: int | None = None
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, tol: float = 1e-4, reuse_tol: float | None = None,
                   adjoint_tol: float | None = None, max_iter: int | None = None,
-                  predictor: int | None = None, correctors: int | None = None) -> "SolveSettings":
+                  predictor: int | None = None, correctors: int | None = None,
+                  secant_memory: int | None = None) -> "SolveSettings":
         """The settings for ``model`` with the package's defaults filled in and the values checked."""
         deq = model.deq_cfg if model.is_implicit else {}
         if reuse_tol is None:
@@ -66,16 +70,26 @@ class SolveSettings:
             predictor = 3 if float(reuse_tol) <= 1e-3 else 1
         if predictor not in EXTRAPOLATION:
             raise ValueError(f"predictor history must be one of {sorted(EXTRAPOLATION)}, got {predictor!r}")
+        if secant_memory is None:
+            secant_memory = deq.get("secant_memory")
+        if secant_memory is not None:
+            if int(secant_memory) < 0:
+                raise ValueError(f"secant_memory must be >= 0 (0: off), got {secant_memory}")
+            if int(secant_memory) > 0 and deq.get("solver", "anderson") != "anderson":
+                raise ValueError(f"secant_memory carries Anderson's history; this model solves with "
+                                 f"deq.solver {deq.get('solver')!r}")
         return cls(float(tol), float(reuse_tol), None if adjoint_tol is None else float(adjoint_tol),
                    None if max_iter is None else int(max_iter), int(predictor),
-                   None if correctors is None else int(correctors))
+                   None if correctors is None else int(correctors),
+                   int(secant_memory) if secant_memory else None)
 
     def model_kwargs(self, model: torch.nn.Module, warm: bool, guess: dict[str, torch.Tensor] | None = None,
-                     stress: bool = False, extrapolated: bool = False) -> dict[str, Any]:
+                     stress: bool = False, extrapolated: bool = False, memory: Any = None) -> dict[str, Any]:
         """Keyword arguments of ``model(graph, **kwargs)``: the warm starts in ``guess`` (``"z"``,
         ``"adjoint"``), the tolerance (``reuse_tol`` when ``warm``), caps and the adjoint's tolerance;
         with ``correctors`` set and a guess ``extrapolated`` from two fixed points, the corrector
-        steps instead of a solve to ``reuse_tol``."""
+        steps instead of a solve to ``reuse_tol``; a warm solve otherwise gets the caller's secant
+        ``memory`` (a :class:`~dequiformer.deq.secant_memory.SecantMemory`) when given."""
         kwargs: dict[str, Any] = {"stress": True} if stress else {}
         if not model.is_implicit:
             return kwargs
@@ -83,6 +97,8 @@ class SolveSettings:
         kwargs.update(z0=guess.get("z"), tol=self.reuse_tol if warm else self.tol)
         if self.correctors is not None and warm and extrapolated:
             kwargs["correctors"] = self.correctors
+        elif memory is not None and warm:
+            kwargs["secant_memory"] = memory
         if self.max_iter is not None:
             kwargs["max_iter"] = self.max_iter
         if getattr(model, "conservative", False):

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     result = markov_check(model, dataset, frames=args.frames, start=args.start, tol=args.tol,
                           reuse_tol=args.reuse_tol, dtype=args.dtype, device=args.device,
                           progress=not args.quiet, where=str(args.checkpoint), max_iter=args.max_iter,
-                          predictor=args.predictor, correctors=args.correctors)
+                          predictor=args.predictor, correctors=args.correctors,
+                          secant_memory=args.secant_memory)
     result.update({"checkpoint": str(args.checkpoint), "data": str(args.data)})
     print_summary(result)
     write_json(args.json, result)

@@ -32,6 +32,7 @@ import torch
 from .forward import flat_map
 from .graph_ops import graph_sum, resolve_graph_index, rows
 from .progress import SolverProgress
+from .secant_memory import SecantMemory, anderson_with_memory
 from .stats import SolverStats
 
 __all__ = ["anderson", "anderson_weights"]
@@ -124,6 +125,7 @@ def anderson(
     eps: float = 1e-8,
     trace: bool = False,
     n_states: int = 0,
+    memory: SecantMemory | None = None,
 ) -> tuple[torch.Tensor, SolverStats]:
     """Solve ``z = f(z)`` per graph with Anderson acceleration.
 
@@ -140,6 +142,10 @@ def anderson(
         eps: added to ``||f(z)||_g`` in the relative residual.
         trace: record the ``[B]`` residuals of every evaluation.
         n_states: number of intermediate iterates to keep in ``stats.states``.
+        memory: secant pairs carried from earlier solves of nearly the same map (a trajectory's
+            warm starts): the solve mixes over them (in difference form, window ``memory.m``
+            instead of ``m``), adds its own, and also accepts a graph on the predicted residual of
+            its next iterate (:mod:`dequiformer.deq.secant_memory`).
 
     Returns:
         ``(z_star [N, *feat], SolverStats)``; semantics in :mod:`dequiformer.deq.progress`.
@@ -150,6 +156,10 @@ def anderson(
         raise ValueError(f"mixing beta must be > 0, got {beta}")
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
+    if memory is not None:
+        gi, nb = resolve_graph_index(graph_index, z0.shape[0], num_graphs, z0.device)
+        return anderson_with_memory(f, z0, gi, nb, memory, tol, max_iter, beta=beta, lam=lam, eps=eps, trace=trace,
+                                    n_states=n_states)
     with torch.no_grad():
         shape = z0.shape
         x = z0.detach().reshape(shape[0], -1).clone()

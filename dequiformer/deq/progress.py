@@ -8,6 +8,9 @@ Semantics (identical for every solver in this package):
 * The value a graph returns is ``f(z_k)`` at its accepted iterate ``z_k``: the first
   one with ``r_g < tol`` (then the graph has converged and ``steps[g] = k + 1``), or
   the one with the lowest residual seen when ``max_iter`` is reached.
+* A solver may also finish a graph at an iterate it has not evaluated, whose residual it
+  predicts below ``tol`` (:meth:`SolverProgress.accept`; Anderson with a carried secant
+  memory): ``steps`` is then the evaluations made, ``residual`` the predicted one.
 * A graph that has converged is frozen: its rows of every later solver iterate are
   its returned value, and the solver's history for it is ignored.
 * Non-finite values from ``f``: a graph whose rows of ``f(z_k)`` contain NaN/inf is
@@ -155,6 +158,19 @@ class SolverProgress:
         if self.trace is not None:
             self.trace.append(torch.where(active, residual, self.final_residual()).clone())
         return torch.where(self._done_rows(), self.best, fz_safe) if self.any_done else fz_safe
+
+    def accept(self, mask: torch.Tensor, values: torch.Tensor, residual: torch.Tensor) -> None:
+        """Finish the unfinished graphs of ``mask`` ``[B]`` as converged at ``values`` ``[N, D]`` (an
+        iterate not evaluated, whose ``residual`` ``[B]`` a solver predicted below ``tol``);
+        ``steps`` = the evaluations made so far. One host synchronisation, like :meth:`observe`."""
+        mask = mask & ~self.done & torch.isfinite(residual)
+        self.best = torch.where(rows(mask, self.graph_index).unsqueeze(1), values, self.best)
+        self.best_residual = torch.where(mask, residual, self.best_residual)
+        self.steps = torch.where(mask, torch.full_like(self.steps, self.nfe), self.steps)
+        self.converged |= mask
+        self.done |= mask
+        flags = torch.stack([self.done.all(), self.done.any()])
+        self.all_done, self.any_done = (bool(v) for v in flags.tolist())
 
     def freeze(self, z_next: torch.Tensor) -> torch.Tensor:
         """Overwrite the rows of finished graphs in the next iterate ``[N, D]`` and offer it to the sampler."""

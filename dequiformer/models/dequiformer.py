@@ -9,6 +9,7 @@ from ..data.graph import AtomicGraph
 from ..deq import fixed_point_with_grad
 from ..deq.corrector import corrector_steps
 from ..deq.implicit import adjoint_solve, attach_tangent_solve
+from ..deq.secant_memory import SecantMemory
 from ..deq.settings import solve_schema
 from ..schema import Option, defaults, resolve_section
 from ..deq.diagnostics import jacobian_frobenius, jacobian_spectral_radius, spectral_radius_penalty
@@ -36,6 +37,10 @@ DEQ_SCHEMA: dict[str, Option] = {
     # z <- (2/3) f(z) + (1/3) z from it instead of solving to reuse_tol; null = off. Needs a
     # contractive layer (Jacobian radius well below 1, e.g. trained with radius_reg)
     "correctors": Option(None, int, nullable=True, low=1),
+    # warm starts along a trajectory: Anderson keeps this many secant pairs from one solve to the
+    # next (deq/secant_memory.py) and may accept a step on the predicted residual of its next
+    # iterate, so many warm starts need one layer evaluation; null = off. Anderson only
+    "secant_memory": Option(None, int, nullable=True, low=1),
     "phantom_steps": Option(1, int, low=1),
     "phantom_tau": Option(1.0, float, low=0, low_open=True),
     # loss on intermediate solver states, weight ** (K - k) for the k-th of K
@@ -229,6 +234,7 @@ class DEQuiformer(ForceFieldModel):
         adjoint0: torch.Tensor | None = None,
         adjoint_tol: float | None = None,
         correctors: int | None = None,
+        secant_memory: SecantMemory | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         cfg = self.deq_cfg
         for module in self.dropout_modules():
@@ -245,6 +251,11 @@ class DEQuiformer(ForceFieldModel):
             tol = cfg["reuse_tol"] if warm else cfg["tol"]
         solver = solver or cfg["solver"]
         solver_kwargs = self._solver_kwargs(solver)
+        if secant_memory is not None:
+            if solver != "anderson" or not warm or (self.training and torch.is_grad_enabled()):
+                raise ValueError(f"a secant memory carries Anderson's history between warm-started inference solves; "
+                                 f"got solver {solver!r}, warm start {warm}, training {self.training}")
+            solver_kwargs["memory"] = secant_memory
         fpc = cfg["fp_correction"]
         n_states = int(fpc["states"]) if (self.training and float(fpc["weight"]) > 0) else 0
 

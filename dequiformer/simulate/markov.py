@@ -46,6 +46,7 @@ def markov_check(
     max_iter: int | None = None,
     predictor: int | None = None,
     correctors: int | None = None,
+    secant_memory: int | None = None,
 ) -> dict[str, Any]:
     """Compare reuse and cold solves on frames ``start .. start+frames-1`` of ``dataset``.
 
@@ -70,7 +71,7 @@ def markov_check(
     cold = DEQCalculator(model, device=device, fp_reuse=False, tol=tol, reuse_tol=reuse_tol, dtype=dtype,
                          max_iter=max_iter)
     reuse = DEQCalculator(model, device=device, fp_reuse=True, tol=tol, reuse_tol=reuse_tol, dtype=dtype,
-                          max_iter=max_iter, predictor=predictor, correctors=correctors)
+                          max_iter=max_iter, predictor=predictor, correctors=correctors, secant_memory=secant_memory)
     rel, de, steps_cold, steps_reuse, unconverged = [], [], [], [], 0
     for k in tqdm(range(first, first + frames), desc="Markov check", unit="frame", disable=not progress):
         atoms = dataset[k].to_atoms()
@@ -99,6 +100,7 @@ def markov_check(
         "reuse_tol": float(reuse.reuse_tol),
         "predictor": int(reuse.predictor.history),
         "correctors": reuse.settings.correctors,
+        "secant_memory": reuse.settings.secant_memory,
         "energy_units": "eV",
         "unconverged_solves": int(unconverged),
         "force_rel_diff_per_frame": rel,

@@ -24,6 +24,9 @@ def add_solver_arguments(parser: argparse.ArgumentParser, reuse_flag: bool = Tru
                         help="ASPC warm starts: this many damped steps from the linear extrapolation of the last "
                              "two fixed points instead of a solve to --reuse-tol (default: the checkpoint's "
                              "deq.correctors; needs a contractive layer)")
+    parser.add_argument("--secant-memory", type=int, default=None,
+                        help="secant pairs Anderson carries from one warm-started solve to the next (default: the "
+                             "checkpoint's deq.secant_memory; 0: off)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     add_threads_argument(parser)
@@ -64,7 +67,8 @@ def calculator_from_args(args: argparse.Namespace) -> "DEQCalculator":
     return DEQCalculator(args.checkpoint, device=args.device, fp_reuse=not getattr(args, "no_reuse", False),
                          tol=args.tol, reuse_tol=args.reuse_tol, dtype=args.dtype,
                          max_iter=getattr(args, "max_iter", None), predictor=getattr(args, "predictor", None),
-                         correctors=getattr(args, "correctors", None))
+                         correctors=getattr(args, "correctors", None),
+                         secant_memory=getattr(args, "secant_memory", None))
 
 
 def user_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
