@@ -136,11 +136,11 @@ def test_calculator_carries_the_memory_along_a_trajectory():
     assert len(with_memory.secant_memory) > 0
     with_memory.get_forces(molecule("H2O"))  # other atoms: cold solve, memory dropped
     assert len(with_memory.secant_memory) == 0 and not with_memory.stats["reused"]
-    with pytest.raises(ValueError, match="secant_memory must be >= 0"):
-        DEQCalculator(model, secant_memory=-1)
     ctx, x = model.prepare(_graph(model, atoms))
     with pytest.raises(ValueError, match="secant memory"):
         model.trunk(x, ctx, secant_memory=SecantMemory(2))  # no warm start
+    with pytest.raises(ValueError, match="secant_memory must be >= 0"):
+        DEQCalculator(model, dtype="float64", secant_memory=-1)
 
 
 def _graph(model, atoms):
