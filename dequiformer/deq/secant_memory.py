@@ -13,10 +13,10 @@ weights ``gamma = argmin ||g_k - dG gamma||`` give the next iterate ``x_{k+1} = 
 (``dF = dX + dG``, type-II Anderson with mixing ``beta`` = 1) and, for a linear map, its residual
 ``g_k - dG gamma`` *without evaluating it*. Where that predicted relative residual is below
 ``tol``, the graph is accepted at ``x_{k+1}``: the same test the solvers apply to ``f(x_k)``,
-whose error is ``J (J - I)^{-1}`` times its residual either way. (Returning ``x_{k+1}`` also where
-``f(x_k)`` passed, as it is predicted closer, changed nothing measurable: 1.44 steps at 0.49 %.) On the session-10 demo DEQ along
-held-out aspirin frames (0.5 fs) this accepted about half of the warm starts after their first
-evaluation (configs/demo/README.md, session 11).
+whose error is ``J (J - I)^{-1}`` times its residual either way. On the session-10 demo DEQ
+along held-out aspirin frames (0.5 fs) this accepted about half of the warm starts after their
+first evaluation (configs/demo/README.md, session 11). Returning ``x_{k+1}`` also where ``f(x_k)``
+passed, as it is predicted closer, changed nothing measurable (1.44 steps at 0.49 %).
 
 Semantics otherwise as every solver here (:mod:`dequiformer.deq.progress`); a graph accepted by
 prediction reports ``steps`` = the evaluations made and ``residual`` = the predicted one.
