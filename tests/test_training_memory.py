@@ -6,7 +6,9 @@ import torch
 
 from dequiformer import build_model
 from dequiformer.train.losses import ForceFieldLoss
+from dequiformer.train.trainer import Trainer
 from models_fixtures import TINY, ethanol, graph
+from test_train import ethanol_npz, tiny_config  # noqa: F401  (fixture)
 
 
 def _model(states: int, recompute: bool) -> torch.nn.Module:
@@ -143,3 +145,41 @@ def test_deferred_penalties_give_the_layer_the_same_gradient_without_holding_the
     assert len(results[True][1]) > 10
     for name, grad in results[False][1].items():
         assert torch.allclose(results[True][1][name], grad, rtol=1e-6, atol=1e-10), name
+
+
+def test_penalty_scale_skips_or_scales_the_penalties():
+    """``deq.penalty_every`` K: the trainer sets ``penalty_scale`` to 0 on the steps it skips (no
+    penalty is evaluated) and to K on the others (K times the weighted penalty of one step)."""
+    g = _labelled()
+    cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
+    deq = {"tol": 1e-8, "max_iter": 60, "jacobian_reg": 2.0, "radius_reg": 3.0, "radius_target": 0.0,
+           "fp_correction": {"states": 0}, "penalty_every": 3}
+    torch.manual_seed(0)
+    model = build_model(cfg, deq).double().train()
+    values = {}
+    for scale in (1.0, 0.0, 3.0):
+        model.penalty_scale = scale
+        torch.manual_seed(1)  # the same random probes
+        out = model(g)
+        values[scale] = (out.get("jacobian_loss"), out.get("radius_loss"))
+    assert values[0.0] == (None, None)
+    for one, three in zip(values[1.0], values[3.0]):
+        assert float(one.detach()) > 0
+        torch.testing.assert_close(three, 3 * one)
+
+
+def test_trainer_applies_the_penalties_on_every_kth_step(ethanol_npz, tmp_path):  # noqa: F811
+    cfg = tiny_config(ethanol_npz, epochs=1)
+    cfg["deq"] = {"max_iter": 20, "tol": 1e-4, "fp_correction": {"states": 0}, "jacobian_reg": 1.0, "penalty_every": 2}
+    trainer = Trainer(cfg, tmp_path / "run")
+    scales = []
+    trainer.model.register_forward_pre_hook(lambda m, args: scales.append(m.penalty_scale))
+    trainer.fit()
+    train_calls = scales[:trainer.step]  # (validation follows, in eval mode)
+    assert len(train_calls) >= 3
+    assert train_calls == [2.0 if s % 2 == 0 else 0.0 for s in range(len(train_calls))]
+
+
+def test_penalty_every_must_be_positive():
+    with pytest.raises(ValueError, match="penalty_every"):
+        build_model({**TINY, "name": "dequiformer"}, {"penalty_every": 0})

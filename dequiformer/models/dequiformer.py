@@ -60,6 +60,10 @@ DEQ_SCHEMA: dict[str, Option] = {
     # target, where warm starts converge in a step or two. 0 turns it off.
     "radius_reg": Option(0.0, float, low=0),
     "radius_target": Option(0.5, float, low=0),
+    # both penalties on every K-th training step only, with K times their weights (the same
+    # average pull): they cost about a seventh of a demo training step and the radius moves
+    # slowly from one step to the next (configs/demo/README.md, session 12)
+    "penalty_every": Option(1, int, low=1),
     # training with a loss on -dE/dpos (conservative forces, train.grad_force_weight): how the
     # loss's gradient passes back through the adjoint g = (I - J^T)^{-1} dE/dz*. "exact" solves the
     # tangent equation u = J u + u0 (one more solve, each step a double backward through the
@@ -287,7 +291,8 @@ class DEQuiformer(ForceFieldModel):
             extras["adjoint0"] = adjoint0
         if adjoint_tol is not None:  # consumed by energy_gradient (instead of deq.b_tol)
             extras["adjoint_tol"] = float(adjoint_tol)
-        if self.training and torch.is_grad_enabled() and (cfg["jacobian_reg"] > 0 or cfg["radius_reg"] > 0):
+        if (self.training and torch.is_grad_enabled() and self.penalty_scale > 0
+                and (cfg["jacobian_reg"] > 0 or cfg["radius_reg"] > 0)):
             if self.defer_penalties:
                 extras["deferred_penalties"] = self._penalties(x.detach(), ctx.detached(), z.detach())
             else:
@@ -301,12 +306,17 @@ class DEQuiformer(ForceFieldModel):
     #: implicit layer's parameters only (the layer is evaluated on a detached input injection)
     defer_penalties: bool = False
 
+    #: set by the trainer before each step: the factor on the contractivity penalties' weights,
+    #: 0 on the steps ``deq.penalty_every`` skips and ``penalty_every`` on the others
+    penalty_scale: float = 1.0
+
     def _penalties(self, x: torch.Tensor, ctx: EdgeContext, z: torch.Tensor) -> Callable[[], dict[str, torch.Tensor]]:
         """A closure returning the weighted contractivity penalties at the fixed point ``z``:
         ``jacobian_loss`` (``deq.jacobian_reg``), ``radius_loss`` and ``train_radius``
         (``deq.radius_reg``), each present when its weight is positive."""
         cfg = self.deq_cfg
         shape, n = x.shape, x.shape[0]
+        scale = float(self.penalty_scale)
 
         def f(v: torch.Tensor) -> torch.Tensor:
             return self.implicit_layer(v.view(shape), x, ctx).reshape(n, -1)
@@ -315,10 +325,10 @@ class DEQuiformer(ForceFieldModel):
             out: dict[str, torch.Tensor] = {}
             zf = z.reshape(n, -1)
             if cfg["jacobian_reg"] > 0:
-                out["jacobian_loss"] = float(cfg["jacobian_reg"]) * jacobian_frobenius(f, zf)
+                out["jacobian_loss"] = scale * float(cfg["jacobian_reg"]) * jacobian_frobenius(f, zf)
             if cfg["radius_reg"] > 0:
                 hinge, radius = spectral_radius_penalty(f, zf, ctx.batch, ctx.num_graphs, float(cfg["radius_target"]))
-                out["radius_loss"] = float(cfg["radius_reg"]) * hinge
+                out["radius_loss"] = scale * float(cfg["radius_reg"]) * hinge
                 out["train_radius"] = radius
             return out
 

@@ -355,6 +355,9 @@ class Trainer:
         grad_forces = self.loss_fn.grad_force_weight > 0 and self.step % int(self.tcfg["grad_force_every"]) == 0
         if grad_forces:
             kwargs["grad_forces"] = True
+        if self.implicit:  # deq.penalty_every: the contractivity penalties on every K-th step, K times as strong
+            every = int(self.model.deq_cfg["penalty_every"])
+            self.model.penalty_scale = float(every) if self.step % every == 0 else 0.0
         if self.loss_fn.stress_weight > 0:
             kwargs.update(stress_request(self.model, graph))
         out = self.ddp_model(graph, **kwargs)
