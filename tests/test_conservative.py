@@ -178,22 +178,34 @@ def test_training_gradient_matches_unrolled_autograd():
 
 def test_one_step_force_tangent_keeps_force_values_and_approximates_their_gradient():
     """``deq.force_tangent: one_step`` drops the tangent solve: same forces, a gradient that points
-    the same way as the exact one on a contractive layer, but is not identical to it."""
+    the same way as the exact one on a contractive layer, but is not identical to it. ``none``
+    also drops the Jacobian term ``J^T g``: same forces again; the energy head's parameters get
+    exactly one_step's gradient (it reaches them through dE/dz* only), the layer's a different one
+    that still points the same way."""
     atoms = ethanol()
     atoms.rattle(0.05, seed=3)
     weights = torch.randn(len(atoms), 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     results = {}
-    for mode in ("exact", "one_step"):
+    for mode in ("exact", "one_step", "none"):
         torch.manual_seed(0)
         cfg = {**TINY, "name": "dequiformer", "norm_placement": "pre", "num_layers": 1, "forces": "conservative"}
         model = build_model(cfg, {**DEQ, "force_tangent": mode}).double().train()
         out = model(graph(atoms))
         (out["forces"] * weights).sum().backward()
-        grad = torch.cat([p.grad.flatten() for n, p in model.named_parameters()
-                          if p.grad is not None and not n.startswith("force_head")])
-        results[mode] = (out["forces"].detach(), grad)
-    (f_exact, g_exact), (f_one, g_one) = results["exact"], results["one_step"]
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()
+                 if p.grad is not None and not n.startswith("force_head")}
+        results[mode] = (out["forces"].detach(), grads)
+    flat = {mode: torch.cat([g.flatten() for g in grads.values()]) for mode, (_, grads) in results.items()}
+    (f_exact, _), (f_one, _), (f_none, _) = results["exact"], results["one_step"], results["none"]
     assert torch.allclose(f_exact, f_one, atol=1e-10)
+    assert torch.allclose(f_exact, f_none, atol=1e-10)
+    g_exact, g_one, g_none = flat["exact"], flat["one_step"], flat["none"]
     cosine = float(g_exact @ g_one / (g_exact.norm() * g_one.norm()))
     assert cosine > 0.9
     assert not torch.allclose(g_exact, g_one, rtol=1e-4, atol=1e-8)
+    head = [n for n in results["none"][1] if n.startswith("energy_head")]
+    assert head
+    for n in head:
+        assert torch.allclose(results["none"][1][n], results["one_step"][1][n], rtol=1e-8, atol=1e-12), n
+    assert float(g_none @ g_one / (g_none.norm() * g_one.norm())) > 0.9
+    assert not torch.allclose(g_none, g_one, rtol=1e-4, atol=1e-8)

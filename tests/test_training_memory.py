@@ -134,7 +134,10 @@ def test_deferred_penalties_give_the_layer_the_same_gradient_without_holding_the
             main, _ = ForceFieldLoss()(out, g, (1.0, 1.0))
             main.backward()
             torch.manual_seed(1)
-            ForceFieldLoss.add_penalties(out.pop("deferred_penalties")(), parts).backward()
+            terms = out.pop("deferred_penalties")
+            assert len(terms) == 2  # one backward per penalty: their graphs never coexist
+            for term in terms:
+                ForceFieldLoss.add_penalties(term(), parts).backward()
             assert parts["jacobian_loss"] > 0 and parts["radius_loss"] > 0
         else:
             out = model(g)
@@ -183,3 +186,28 @@ def test_trainer_applies_the_penalties_on_every_kth_step(ethanol_npz, tmp_path):
 def test_penalty_every_must_be_positive():
     with pytest.raises(ValueError, match="penalty_every"):
         build_model({**TINY, "name": "dequiformer"}, {"penalty_every": 0})
+
+
+def test_force_tangent_none_holds_less_for_the_gradient_force_loss():
+    """``deq.force_tangent: none`` builds no double-backward graph of ``J^T g``: a training forward
+    with the loss on -dE/dpos holds less for backward than with ``one_step``."""
+    g = _labelled()
+    held = {}
+    for mode in ("one_step", "none"):
+        torch.manual_seed(0)
+        cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
+        deq = {"tol": 1e-6, "max_iter": 30, "b_tol": 1e-8, "b_max_iter": 60, "force_tangent": mode,
+               "fp_correction": {"states": 0}}
+        model = build_model(cfg, deq).double().train()
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            s = t.untyped_storage()
+            storages[s.data_ptr()] = s.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(g, grad_forces=True)
+        assert out["grad_forces"].requires_grad
+        held[mode] = sum(storages.values())
+    assert held["none"] < 0.8 * held["one_step"]

@@ -69,8 +69,11 @@ DEQ_SCHEMA: dict[str, Option] = {
     # tangent equation u = J u + u0 (one more solve, each step a double backward through the
     # layer); "one_step" keeps only its first Neumann term u0 (Jacobian-free, like the phantom
     # gradient of the fixed point itself): the forces' values stay exact, their parameter gradient
-    # is approximate, and a training step is about a quarter cheaper (configs/demo/README.md)
-    "force_tangent": Option("exact", str, choices=("exact", "one_step")),
+    # is approximate, and a training step is about a quarter cheaper (configs/demo/README.md);
+    # "none" keeps no term through the layer's Jacobian: the gradient reaches the adjoint through
+    # dE/dz* (the energy head) only, so no double-backward graph of J^T g is built or stored
+    # (session 13: the demo step's live peak falls by a third; configs/demo/README.md)
+    "force_tangent": Option("exact", str, choices=("exact", "one_step", "none")),
 }
 DEQ_DEFAULTS: dict[str, Any] = defaults(DEQ_SCHEMA)
 
@@ -183,7 +186,9 @@ class DEQuiformer(ForceFieldModel):
         if extras.get("solver") is not None:  # the forward solve's report carries its adjoint
             extras["solver"].adjoint = stats
         g_theta = g
-        if create:
+        if create and cfg["force_tangent"] == "none":
+            g_theta = g + (v - v.detach())  # value g, gradient through dE/dz* only
+        elif create:
             (jtg,) = torch.autograd.grad(fz, z, g, create_graph=True)
             g_theta = v + jtg
             if cfg["force_tangent"] == "exact":
@@ -296,40 +301,40 @@ class DEQuiformer(ForceFieldModel):
             if self.defer_penalties:
                 extras["deferred_penalties"] = self._penalties(x.detach(), ctx.detached(), z.detach())
             else:
-                extras.update(self._penalties(x, ctx, z.detach())())
+                for term in self._penalties(x, ctx, z.detach()):
+                    extras.update(term())
         return z, extras
 
     #: set by the trainer (single process): compute the contractivity penalties after the main
-    #: backward, as a second backward of their own, instead of adding them to the loss. Their
-    #: graphs (a tracked layer evaluation and its vector-Jacobian products) then never coexist
-    #: with the training step's, which lowers the step's peak memory; their gradient reaches the
-    #: implicit layer's parameters only (the layer is evaluated on a detached input injection)
+    #: backward, each as a backward of its own, instead of adding them to the loss. Their graphs
+    #: (a tracked layer evaluation and its vector-Jacobian products) then never coexist with the
+    #: training step's or with each other's, which lowers the step's peak memory; their gradient
+    #: reaches the implicit layer's parameters only (the layer is evaluated on a detached input
+    #: injection)
     defer_penalties: bool = False
 
     #: set by the trainer before each step: the factor on the contractivity penalties' weights,
     #: 0 on the steps ``deq.penalty_every`` skips and ``penalty_every`` on the others
     penalty_scale: float = 1.0
 
-    def _penalties(self, x: torch.Tensor, ctx: EdgeContext, z: torch.Tensor) -> Callable[[], dict[str, torch.Tensor]]:
-        """A closure returning the weighted contractivity penalties at the fixed point ``z``:
-        ``jacobian_loss`` (``deq.jacobian_reg``), ``radius_loss`` and ``train_radius``
-        (``deq.radius_reg``), each present when its weight is positive."""
+    def _penalties(self, x: torch.Tensor, ctx: EdgeContext, z: torch.Tensor) -> list[Callable[[], dict[str, torch.Tensor]]]:
+        """One closure per active contractivity penalty at the fixed point ``z``, each returning
+        its weighted term: ``jacobian_loss`` (``deq.jacobian_reg``), then ``radius_loss`` and
+        ``train_radius`` (``deq.radius_reg``). Separate closures let a caller backward one
+        before building the next (session 13: the demo step's penalty peak 83 -> 48 MB)."""
         cfg = self.deq_cfg
         shape, n = x.shape, x.shape[0]
         scale = float(self.penalty_scale)
+        zf = z.reshape(n, -1)
 
         def f(v: torch.Tensor) -> torch.Tensor:
             return self.implicit_layer(v.view(shape), x, ctx).reshape(n, -1)
 
-        def penalties() -> dict[str, torch.Tensor]:
-            out: dict[str, torch.Tensor] = {}
-            zf = z.reshape(n, -1)
-            if cfg["jacobian_reg"] > 0:
-                out["jacobian_loss"] = scale * float(cfg["jacobian_reg"]) * jacobian_frobenius(f, zf)
-            if cfg["radius_reg"] > 0:
-                hinge, radius = spectral_radius_penalty(f, zf, ctx.batch, ctx.num_graphs, float(cfg["radius_target"]))
-                out["radius_loss"] = scale * float(cfg["radius_reg"]) * hinge
-                out["train_radius"] = radius
-            return out
+        def jacobian() -> dict[str, torch.Tensor]:
+            return {"jacobian_loss": scale * float(cfg["jacobian_reg"]) * jacobian_frobenius(f, zf)}
 
-        return penalties
+        def radius() -> dict[str, torch.Tensor]:
+            hinge, rho = spectral_radius_penalty(f, zf, ctx.batch, ctx.num_graphs, float(cfg["radius_target"]))
+            return {"radius_loss": scale * float(cfg["radius_reg"]) * hinge, "train_radius": rho}
+
+        return [term for weight, term in ((cfg["jacobian_reg"], jacobian), (cfg["radius_reg"], radius)) if weight > 0]

@@ -365,8 +365,9 @@ class Trainer:
         loss, parts = self.loss_fn(out, graph, scales, denoms, grad_forces=grad_forces)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if deferred is not None:  # the DEQ's contractivity penalties, after the step's graph is freed
-            penalty = self.loss_fn.add_penalties(deferred(), parts)
+        # the DEQ's contractivity penalties, after the step's graph is freed, one at a time
+        for term in deferred or ():
+            penalty = self.loss_fn.add_penalties(term(), parts)
             penalty.backward()
             parts["loss"] += float(penalty.detach())  # the logged loss includes them, as without deferral
         clip = self.tcfg["clip_grad_norm"]
