@@ -19,8 +19,8 @@ def _model(states: int, recompute: bool) -> torch.nn.Module:
     return build_model(cfg, deq).double().train()
 
 
-def _saved_bytes(model: torch.nn.Module, g) -> tuple[int, torch.Tensor]:
-    """Bytes of tensors held for backward after one training forward (distinct storages), and the loss."""
+def _held_forward(model: torch.nn.Module, g, **kwargs) -> tuple[int, dict]:
+    """Bytes of tensors held for backward after one training forward (distinct storages), and its outputs."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -29,9 +29,15 @@ def _saved_bytes(model: torch.nn.Module, g) -> tuple[int, torch.Tensor]:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(g)
+        out = model(g, **kwargs)
+    return sum(storages.values()), out
+
+
+def _saved_bytes(model: torch.nn.Module, g) -> tuple[int, torch.Tensor]:
+    """Bytes held for backward after one training forward, and the loss."""
+    held, out = _held_forward(model, g)
     loss, _ = ForceFieldLoss(correction_weight=0.8)(out, g, (1.0, 1.0))
-    return sum(storages.values()), loss
+    return held, loss
 
 
 def _labelled():
@@ -198,16 +204,6 @@ def test_force_tangent_none_holds_less_for_the_gradient_force_loss():
         cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
         deq = {"tol": 1e-6, "max_iter": 30, "b_tol": 1e-8, "b_max_iter": 60, "force_tangent": mode,
                "fp_correction": {"states": 0}}
-        model = build_model(cfg, deq).double().train()
-        storages: dict[int, int] = {}
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            s = t.untyped_storage()
-            storages[s.data_ptr()] = s.nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(g, grad_forces=True)
+        held[mode], out = _held_forward(build_model(cfg, deq).double().train(), g, grad_forces=True)
         assert out["grad_forces"].requires_grad
-        held[mode] = sum(storages.values())
     assert held["none"] < 0.8 * held["one_step"]
