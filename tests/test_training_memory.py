@@ -11,11 +11,11 @@ from models_fixtures import TINY, ethanol, graph
 from test_train import ethanol_npz, tiny_config  # noqa: F401  (fixture)
 
 
-def _model(states: int, recompute: bool) -> torch.nn.Module:
+def _model(states: int, recompute: bool, **deq_overrides) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
     deq = {"tol": 1e-6, "max_iter": 30, "b_tol": 1e-8, "b_max_iter": 60, "recompute": recompute,
-           "fp_correction": {"states": states, "weight": 0.8}}
+           "fp_correction": {"states": states, "weight": 0.8}, **deq_overrides}
     return build_model(cfg, deq).double().train()
 
 
@@ -200,10 +200,6 @@ def test_force_tangent_none_holds_less_for_the_gradient_force_loss():
     g = _labelled()
     held = {}
     for mode in ("one_step", "none"):
-        torch.manual_seed(0)
-        cfg = {**TINY, "name": "dequiformer", "num_layers": 1, "norm_placement": "pre"}
-        deq = {"tol": 1e-6, "max_iter": 30, "b_tol": 1e-8, "b_max_iter": 60, "force_tangent": mode,
-               "fp_correction": {"states": 0}}
-        held[mode], out = _held_forward(build_model(cfg, deq).double().train(), g, grad_forces=True)
+        held[mode], out = _held_forward(_model(0, recompute=True, force_tangent=mode), g, grad_forces=True)
         assert out["grad_forces"].requires_grad
     assert held["none"] < 0.8 * held["one_step"]

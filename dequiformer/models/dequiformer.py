@@ -72,7 +72,9 @@ DEQ_SCHEMA: dict[str, Option] = {
     # is approximate, and a training step is about a quarter cheaper (configs/demo/README.md);
     # "none" keeps no term through the layer's Jacobian: the gradient reaches the adjoint through
     # dE/dz* (the energy head) only, so no double-backward graph of J^T g is built or stored
-    # (session 13: the demo step's live peak falls by a third; configs/demo/README.md)
+    # (session 13: a demo -dE/dpos step's live peak 105 -> 77 MB, but the 45-minute run's held-out
+    # accuracy fell from 0.430 / 0.866 to 0.733 / 1.064, so the demo recipe keeps one_step;
+    # configs/demo/README.md)
     "force_tangent": Option("exact", str, choices=("exact", "one_step", "none")),
 }
 DEQ_DEFAULTS: dict[str, Any] = defaults(DEQ_SCHEMA)
@@ -157,7 +159,8 @@ class DEQuiformer(ForceFieldModel):
         re-evaluated on fresh position/strain leaves (so ``df/dpos`` is the partial derivative
         at fixed ``z``), and ``g_theta = dE/dz* + J^T g`` (value ``g``) carries a tangent solve
         ``u = J u + u0`` on its incoming gradient (:func:`attach_tangent_solve`; with
-        ``deq.force_tangent: one_step`` only ``u0``, the first term of its Neumann series). Checked
+        ``deq.force_tangent: one_step`` only ``u0``, the first term of its Neumann series; with
+        ``none`` ``g_theta`` has value ``g`` and a gradient through ``dE/dz*`` only). Checked
         against finite differences in the tests.
         """
         cfg = self.deq_cfg
