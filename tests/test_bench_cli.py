@@ -1,4 +1,4 @@
-"""`dequiformer bench solver | accuracy | nve | md | profile | batched` end to end on tiny data."""
+"""`dequiformer bench solver | accuracy | train | nve | md | profile | batched` end to end on tiny data."""
 import json
 
 import numpy as np
@@ -62,6 +62,61 @@ def test_bench_accuracy_end_to_end_on_tiny_data(tmp_path):
 def test_bench_accuracy_names_a_missing_config(tmp_path, capsys):
     assert main(["bench", "accuracy", str(tmp_path / "nope.yaml"), "--data", str(tmp_path / "x.npz")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_bench_train_end_to_end_on_tiny_data(tmp_path):
+    """Per config: timed steps by kind, resident growth, allocated peak by kind, ratios to the
+    reference; the explicit model computes -dE/dpos on every step, the DEQ (grad_force_every 2,
+    penalty_every 2 here) on every second, so the DEQ has two kinds and the dearer one holds more."""
+    import yaml
+
+    from test_train import tiny_config, write_ethanol_npz
+
+    data = write_ethanol_npz(tmp_path / "train.npz", n=24)
+    deq = tiny_config(data, epochs=1)
+    deq["data"].update(n_train=24, n_val=0)
+    deq["train"].update(grad_force_weight=10.0, grad_force_every=2, batch_size=2)
+    deq["deq"].update(radius_reg=1.0, penalty_every=2)
+    explicit = {**deq, "model": {**deq["model"], "name": "equiformer_v2", "num_layers": 2},
+                "train": {**deq["train"], "grad_force_every": 1}}
+    explicit.pop("deq")
+    paths = []
+    for name, cfg in (("tiny_deq", deq), ("tiny_explicit", explicit)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        paths.append(str(tmp_path / f"{name}.yaml"))
+    out = tmp_path / "bench"
+    assert main(["bench", "train", *paths, "--data", str(data), "--steps", "3", "--out", str(out)]) == 0
+    report = json.loads((out / "train.json").read_text())
+    rows = {r["model"]: r for r in report["rows"]}
+    assert report["reference"] == "tiny_explicit" and set(rows) == {"tiny_deq", "tiny_explicit"}
+    deq_row, ex_row = rows["tiny_deq"], rows["tiny_explicit"]
+    assert deq_row["steps"] == 4 and ex_row["steps"] == 3  # whole cycles of step kinds
+    assert len(deq_row["ms_per_step_by_kind"]) == 2 and len(ex_row["ms_per_step_by_kind"]) == 1
+    for r in rows.values():
+        assert r["ms_per_step"] > 0 and r["rss_growth_mb"] >= 0 and r["params"] > 0
+        assert set(r["peak_alloc_mb_by_kind"]) == set(r["ms_per_step_by_kind"])
+        assert r["peak_alloc_mb"] == max(r["peak_alloc_mb_by_kind"].values()) > 0
+    plain, dear = sorted(deq_row["peak_alloc_mb_by_kind"], key=len)
+    assert deq_row["peak_alloc_mb_by_kind"][dear] > deq_row["peak_alloc_mb_by_kind"][plain]
+    assert ex_row["peak_alloc_mb_vs_tiny_explicit"] == 1.0
+    assert deq_row["peak_alloc_mb_vs_tiny_explicit"] == deq_row["peak_alloc_mb"] / ex_row["peak_alloc_mb"]
+    assert (out / "train.png").stat().st_size > 0
+
+
+def test_bench_train_errors_name_the_problem(tmp_path, capsys):
+    from test_train import tiny_config, write_ethanol_npz
+    import yaml
+
+    assert main(["bench", "train", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    data = write_ethanol_npz(tmp_path / "train.npz", n=6)
+    cfg = tiny_config(data, epochs=1)
+    cfg["data"].update(n_train=6, n_val=0)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["bench", "train", str(tmp_path / "c.yaml"), "--data", str(data), "--steps", "50",
+                 "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "c.yaml" in err and "training frames" in err
 
 
 def test_bench_nve_end_to_end(tmp_path):

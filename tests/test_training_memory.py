@@ -203,3 +203,23 @@ def test_force_tangent_none_holds_less_for_the_gradient_force_loss():
         held[mode], out = _held_forward(_model(0, recompute=True, force_tangent=mode), g, grad_forces=True)
         assert out["grad_forces"].requires_grad
     assert held["none"] < 0.8 * held["one_step"]
+
+
+def test_allocation_peak_sees_memory_freed_inside_the_block():
+    """The CPU peak counter (what `bench train` reports) sees a 40 MB temporary freed before the
+    block ends, in backward too, and not what was allocated before the block."""
+    from dequiformer.memory import AllocationPeak, allocated_mb
+
+    if allocated_mb() is None:
+        pytest.skip("the C library does not report its heap (mallinfo2 is glibc 2.33+)")
+    held = torch.ones(10_000_000)  # before the block: not counted
+    with AllocationPeak() as peak:
+        tmp = torch.ones(10_000_000) * 2.0
+        del tmp
+    assert 38 <= peak.peak_mb < 80
+    x = torch.ones(1000, requires_grad=True)
+    with AllocationPeak() as peak:
+        (x.exp() * 2.0).sum().backward()
+    small = peak.peak_mb
+    assert small < 5
+    del held

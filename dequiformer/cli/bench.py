@@ -12,8 +12,8 @@ from .main import add_overrides_option
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    for add in (_solver_arguments, _accuracy_arguments, _nve_arguments, _md_arguments, _profile_arguments,
-                _batched_arguments):
+    for add in (_solver_arguments, _accuracy_arguments, _train_cost_arguments, _nve_arguments, _md_arguments,
+                _profile_arguments, _batched_arguments):
         add(sub)
 
 
@@ -72,6 +72,23 @@ def _accuracy_arguments(sub: argparse._SubParsersAction) -> None:
                         "training config's deq.max_iter may leave solves unconverged)")
     a.add_argument("--out", default="bench_accuracy", help="output folder (runs, logs, PNG)")
     a.add_argument("--json", help="write the report here (default OUT/accuracy.json)")
+
+
+def _train_cost_arguments(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="training cost per step: time, resident and allocated memory, per step kind",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("configs", nargs="*", help="YAML configs (default: the demo's DEQ and 8-block explicit model)")
+    t.add_argument("--data", default=None,
+                   help="training data (the configs' data.path is replaced by it; default: the bundled held-out "
+                        "aspirin frames, enough for the demo configs)")
+    t.add_argument("--steps", type=int, default=24,
+                   help="timed training steps per config (rounded up to whole cycles of step kinds)")
+    add_overrides_option(t, "overrides applied to every config")
+    t.add_argument("--reference", default=None, help="the config name the ratios are taken to (default: the last)")
+    t.add_argument("--threads", type=int, default=1, help="threads per training process (default 1)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
+    t.add_argument("--out", default="bench_train", help="output folder (PNG, JSON)")
+    t.add_argument("--json", help="write the report here (default OUT/train.json)")
 
 
 def _nve_arguments(sub: argparse._SubParsersAction) -> None:
@@ -154,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_batched(args)
     if args.bench == "accuracy":
         return _run_accuracy(args)
+    if args.bench == "train":
+        return _run_train_cost(args)
     if args.bench == "nve":
         return _run_nve(args)
     if args.bench == "md":
@@ -380,6 +399,48 @@ def _run_accuracy(args: argparse.Namespace) -> int:
             print(f"  {r['model']}: {r['eval_unconverged']} held-out solves unconverged at --eval-max-iter "
                   f"{args.eval_max_iter}: its errors are those of unconverged fixed points", file=sys.stderr)
     write_json(args.json or Path(args.out) / "accuracy.json", report)
+    return 0
+
+
+def _run_train_cost(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..bench.accuracy import DEFAULT_CONFIGS
+    from ..bench.train_cost import plot_train_cost, run_train_cost_benchmark
+    from ..demo import ASSETS
+    from ..rundir import write_json
+
+    configs = args.configs or list(DEFAULT_CONFIGS)
+    data = args.data or str(ASSETS / "aspirin_heldout.npz")
+    missing = [c for c in configs + [data] if not Path(c).exists()]
+    if missing:
+        print(f"dequiformer bench train: error: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.steps < 1:
+        print(f"dequiformer bench train: error: --steps must be at least 1, got {args.steps}", file=sys.stderr)
+        return 2
+    try:
+        report = run_train_cost_benchmark(configs, data, args.out, args.overrides, args.steps, args.threads,
+                                          args.device, reference=args.reference)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        print(f"dequiformer bench train: error: {exc}", file=sys.stderr)
+        return 2
+    report["plot"] = str(plot_train_cost(report, Path(args.out) / "train.png"))
+    ref = report["reference"]
+
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    print(f"{'model':<16}{'params':>10}{'ms/step':>9}{'+RSS MB':>9}{'alloc MB':>10}"
+          f"{'ms x':>7}{'RSS x':>7}{'alloc x':>8}   (x: / {ref})")
+    for r in report["rows"]:
+        print(f"{r['model']:<16}{r['params']:>10d}{r['ms_per_step']:>9.0f}{num(r['rss_growth_mb'], '.0f'):>9}"
+              f"{num(r['peak_alloc_mb'], '.0f'):>10}{num(r[f'ms_per_step_vs_{ref}'], '.2f'):>7}"
+              f"{num(r[f'rss_growth_mb_vs_{ref}'], '.2f'):>7}{num(r[f'peak_alloc_mb_vs_{ref}'], '.2f'):>8}")
+        for kind, ms in r["ms_per_step_by_kind"].items():
+            print(f"    {kind:<40}{ms:>8.0f} ms{num(r['peak_alloc_mb_by_kind'].get(kind), '.0f'):>8} MB allocated")
+    write_json(args.json or Path(args.out) / "train.json", report)
     return 0
 
 

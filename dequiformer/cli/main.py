@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dequiformer.cli.train", "train a force field from a YAML config (resume, torchrun)"),
     "eval": ("dequiformer.cli.eval", "energy / force errors of a checkpoint on a data set"),
-    "bench": ("dequiformer.cli.bench", "benchmarks: solver, accuracy (configs at equal budget), nve (energy drift), md (speed vs size)"),
+    "bench": ("dequiformer.cli.bench", "benchmarks: solver, accuracy (configs at equal budget), train (cost per training step), nve (energy drift), md (speed vs size)"),
     "md": ("dequiformer.cli.md", "molecular dynamics (NVE / Langevin) with the DEQ ASE calculator"),
     "refit-references": ("dequiformer.cli.refit", "re-fit the per-element energy references on the training frames"),
     "markov": ("dequiformer.cli.markov", "warm-started vs cold forces along a trajectory (Markov check)"),
