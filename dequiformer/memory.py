@@ -97,8 +97,10 @@ class AllocationPeak:
     def __enter__(self) -> "AllocationPeak":
         import torch
 
+        from .device import synchronize
+
         if self.device.startswith("cuda"):
-            torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             self._start = torch.cuda.memory_allocated(self.device) / 2**20
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
@@ -113,8 +115,10 @@ class AllocationPeak:
     def __exit__(self, *exc: Any) -> None:
         import torch
 
+        from .device import synchronize
+
         if self.device.startswith("cuda"):
-            torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self._start
         elif self._mode is not None:
             self._mode.__exit__(*exc)

@@ -222,4 +222,10 @@ def test_allocation_peak_sees_memory_freed_inside_the_block():
         (x.exp() * 2.0).sum().backward()
     small = peak.peak_mb
     assert small < 5
+    # a gradient made in backward (40 MB for x.grad) is seen as well
+    big = torch.ones(10_000_000, requires_grad=True)
+    loss = (big * 2.0).sum()
+    with AllocationPeak() as peak:
+        loss.backward()
+    assert peak.peak_mb >= 38
     del held

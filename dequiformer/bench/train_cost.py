@@ -19,32 +19,25 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 PLAIN, GRAD_FORCES, PENALTIES = "energy+forces", "+ -dE/dpos loss", "+ penalties"
 
 
-def step_kind(step: int, grad_force_every: int | None, penalty_every: int | None) -> str:
-    """The kind of training step ``step`` (0-based): which of the optional terms it computes
-    (``None``: that term is off)."""
-    parts = [PLAIN]
-    if grad_force_every and step % grad_force_every == 0:
-        parts.append(GRAD_FORCES)
-    if penalty_every and step % penalty_every == 0:
-        parts.append(PENALTIES)
-    return " ".join(parts)
+def step_kind(grad_forces: bool, penalties: bool) -> str:
+    """The label of a training step that computes these optional terms (``Trainer.step_terms``)."""
+    return " ".join([PLAIN] + [GRAD_FORCES] * grad_forces + [PENALTIES] * penalties)
 
 
 def _measure(config: str, name: str, data: str, overrides: Sequence[str], steps: int, threads: int,
              device: str, run_dir: str) -> dict[str, Any]:
     """One config's row (run in a child process)."""
-    import torch
-
     from ..config import load_config
+    from ..device import synchronize
     from ..memory import AllocationPeak, current_rss_mb, peak_rss_mb
     from ..train.trainer import Trainer
 
@@ -52,12 +45,9 @@ def _measure(config: str, name: str, data: str, overrides: Sequence[str], steps:
                                "train.progress=false", "train.tensorboard=false", "train.epochs=1", *overrides])
     cfg["data"].update(n_val=0, n_test=0)
     trainer = Trainer(cfg, run_dir)
-    implicit = trainer.implicit
-    grad_every = int(trainer.tcfg["grad_force_every"]) if trainer.loss_fn.grad_force_weight > 0 else None
-    deq = getattr(trainer.model, "deq_cfg", {})
-    penalty_every = (int(deq["penalty_every"]) if implicit and (deq["jacobian_reg"] > 0 or deq["radius_reg"] > 0)
-                     else None)
-    cycle = math.lcm(grad_every or 1, penalty_every or 1)
+    # the step kinds repeat with the periods of the optional terms (Trainer.step_terms)
+    cycle = math.lcm(int(trainer.tcfg["grad_force_every"]),
+                     int(trainer.model.deq_cfg["penalty_every"]) if trainer.implicit else 1)
     timed = max(cycle, cycle * math.ceil(steps / cycle))
     total = cycle + timed + cycle  # warm-up, timed, sampled
     if len(trainer.train_graphs) < total * int(trainer.tcfg["batch_size"]):
@@ -72,7 +62,7 @@ def _measure(config: str, name: str, data: str, overrides: Sequence[str], steps:
     inner = trainer._train_step
 
     def step(*args: Any, **kwargs: Any) -> Any:
-        kind = step_kind(trainer.step, grad_every, penalty_every)
+        kind = step_kind(*trainer.step_terms(trainer.step))
         phase = 0 if trainer.step < cycle else (1 if trainer.step < cycle + timed else 2)
         if phase == 2:
             if not rss_growth:
@@ -82,12 +72,10 @@ def _measure(config: str, name: str, data: str, overrides: Sequence[str], steps:
             if peak.peak_mb is not None:
                 peaks[kind] = max(peaks.get(kind, 0.0), peak.peak_mb)
             return result
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize(device)
+        synchronize(trainer.device)
         t0 = time.perf_counter()
         result = inner(*args, **kwargs)
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize(device)
+        synchronize(trainer.device)
         if phase == 1:
             times.setdefault(kind, []).append(1000.0 * (time.perf_counter() - t0))
         return result

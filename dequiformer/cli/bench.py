@@ -359,6 +359,11 @@ def _run_nve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _num(x: float | None, fmt: str) -> str:
+    """``x`` formatted for a results table, ``-`` when there is no value."""
+    return "-" if x is None else format(x, fmt)
+
+
 def _run_accuracy(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
@@ -389,12 +394,9 @@ def _run_accuracy(args: argparse.Namespace) -> int:
     print(f"{'model':<16}{'params':>10}{'min':>7}{'epochs':>7}{'E MAE':>9}{'F MAE':>9}{'peak MB':>9}"
           f"{'+MB':>7}{'ms/step':>9}{'fwd':>6}{'bwd':>6}   ({report['rows'][0]['units']['energy']})")
     for r in report["rows"]:
-        def num(x: float | None, fmt: str) -> str:
-            return "-" if x is None else format(x, fmt)
-
         print(f"{r['model']:<16}{r['params']:>10d}{r['seconds'] / 60:>7.1f}{r['epochs']:>7d}{r['energy_mae']:>9.3f}"
               f"{r['forces_mae']:>9.3f}{r['train_peak_rss_mb']:>9.0f}{r['train_rss_growth_mb']:>7.0f}"
-              f"{num(r['train_ms_per_step'], '.0f'):>9}{num(r['fwd_steps'], '.1f'):>6}{num(r['bwd_steps'], '.1f'):>6}")
+              f"{_num(r['train_ms_per_step'], '.0f'):>9}{_num(r['fwd_steps'], '.1f'):>6}{_num(r['bwd_steps'], '.1f'):>6}")
         if r["eval_unconverged"]:
             print(f"  {r['model']}: {r['eval_unconverged']} held-out solves unconverged at --eval-max-iter "
                   f"{args.eval_max_iter}: its errors are those of unconverged fixed points", file=sys.stderr)
@@ -428,18 +430,14 @@ def _run_train_cost(args: argparse.Namespace) -> int:
         return 2
     report["plot"] = str(plot_train_cost(report, Path(args.out) / "train.png"))
     ref = report["reference"]
-
-    def num(x: float | None, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
-
     print(f"{'model':<16}{'params':>10}{'ms/step':>9}{'+RSS MB':>9}{'alloc MB':>10}"
           f"{'ms x':>7}{'RSS x':>7}{'alloc x':>8}   (x: / {ref})")
     for r in report["rows"]:
-        print(f"{r['model']:<16}{r['params']:>10d}{r['ms_per_step']:>9.0f}{num(r['rss_growth_mb'], '.0f'):>9}"
-              f"{num(r['peak_alloc_mb'], '.0f'):>10}{num(r[f'ms_per_step_vs_{ref}'], '.2f'):>7}"
-              f"{num(r[f'rss_growth_mb_vs_{ref}'], '.2f'):>7}{num(r[f'peak_alloc_mb_vs_{ref}'], '.2f'):>8}")
+        print(f"{r['model']:<16}{r['params']:>10d}{r['ms_per_step']:>9.0f}{_num(r['rss_growth_mb'], '.0f'):>9}"
+              f"{_num(r['peak_alloc_mb'], '.0f'):>10}{_num(r[f'ms_per_step_vs_{ref}'], '.2f'):>7}"
+              f"{_num(r[f'rss_growth_mb_vs_{ref}'], '.2f'):>7}{_num(r[f'peak_alloc_mb_vs_{ref}'], '.2f'):>8}")
         for kind, ms in r["ms_per_step_by_kind"].items():
-            print(f"    {kind:<40}{ms:>8.0f} ms{num(r['peak_alloc_mb_by_kind'].get(kind), '.0f'):>8} MB allocated")
+            print(f"    {kind:<40}{ms:>8.0f} ms{_num(r['peak_alloc_mb_by_kind'].get(kind), '.0f'):>8} MB allocated")
     write_json(args.json or Path(args.out) / "train.json", report)
     return 0
 

@@ -337,6 +337,18 @@ class Trainer:
         every rank leaves the epoch at the same step."""
         return all_reduce_sums([float(spent_here)], self.info)[0] > 0
 
+    def step_terms(self, step: int) -> tuple[bool, bool]:
+        """Which optional terms training step ``step`` (0-based) computes: the loss on -dE/dpos (a
+        double backward; on every ``train.grad_force_every``-th step) and a DEQ's contractivity
+        penalties (on every ``deq.penalty_every``-th step); each only when its weight is set."""
+        grad_forces = self.loss_fn.grad_force_weight > 0 and step % int(self.tcfg["grad_force_every"]) == 0
+        penalties = False
+        if self.implicit:
+            deq = self.model.deq_cfg
+            penalties = ((deq["jacobian_reg"] > 0 or deq["radius_reg"] > 0)
+                         and step % int(deq["penalty_every"]) == 0)
+        return grad_forces, penalties
+
     def _train_step(self, idx: np.ndarray, graph: Any, scales: Any, params: list[torch.Tensor]
                     ) -> tuple[dict[str, Any], dict[str, float], bool]:
         """Forward, loss, backward and (unless the gradient is non-finite) one optimizer and EMA
@@ -351,13 +363,11 @@ class Trainer:
         z0 = self.fixed_points.initial_guess(idx, graph) if self.fixed_points is not None else None
         if z0 is not None:  # warm start, solved to the cold tolerance (not deq.reuse_tol)
             kwargs = {"z0": z0, "tol": float(self.model.deq_cfg["tol"])}
-        # train.grad_force_every: the -dE/dpos loss (a double backward) on every K-th step only
-        grad_forces = self.loss_fn.grad_force_weight > 0 and self.step % int(self.tcfg["grad_force_every"]) == 0
+        grad_forces, penalties = self.step_terms(self.step)
         if grad_forces:
             kwargs["grad_forces"] = True
-        if self.implicit:  # deq.penalty_every: the contractivity penalties on every K-th step, K times as strong
-            every = int(self.model.deq_cfg["penalty_every"])
-            self.model.penalty_scale = float(every) if self.step % every == 0 else 0.0
+        if self.implicit:  # on the steps that take them, K times as strong (K = deq.penalty_every)
+            self.model.penalty_scale = float(self.model.deq_cfg["penalty_every"]) if penalties else 0.0
         if self.loss_fn.stress_weight > 0:
             kwargs.update(stress_request(self.model, graph))
         out = self.ddp_model(graph, **kwargs)
