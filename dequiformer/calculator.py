@@ -19,7 +19,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data.graph import AtomicGraph
 from .device import resolve_device
-from .deq.predictor import FixedPointPredictor
+from .deq.predictor import FixedPointPredictor, fixed_point_motion
 from .deq.secant_memory import SecantMemory
 from .inference import OutputUnits, SolveSettings
 from .profiling import stage
@@ -182,7 +182,9 @@ class DEQCalculator(Calculator):
                                             extrapolated=self.predictor.last_order >= 2, memory=self.secant_memory)
         with torch.no_grad():
             out = self.model(graph, **kwargs)
+        motion = {}
         if self.fp_reuse:
+            motion = fixed_point_motion(out["fixed_point"], z0, self.predictor.latest("z"))
             self.predictor.record(coords, labels=species, z=out["fixed_point"], adjoint=out.get("adjoint_vector"))
         energy = float(out["energy"][0]) * self.units.energy
         forces = out["forces"].detach().cpu().double().numpy() * self.units.forces
@@ -200,6 +202,7 @@ class DEQCalculator(Calculator):
             "predictor_order": self.predictor.last_order if z0 is not None else 0,
             "corrected": "correctors" in kwargs,
             "seconds": time.perf_counter() - start,
+            **motion,
         }
         if "adjoint" in out:
             self.stats["adjoint_steps"] = int(out["adjoint"].steps[0]) * blocks

@@ -14,7 +14,7 @@ from test_md import write_tiny_checkpoint
 climain.COMMANDS.setdefault("markov", ("dequiformer.cli.markov", "warm-start vs cold forces (Markov check)"))
 
 FIELDS = ("frames", "force_rel_diff_mean", "force_rel_diff_max", "energy_abs_diff_mean", "mean_steps_cold",
-          "mean_steps_reuse")
+          "mean_steps_reuse", "start_error_mean", "fixed_point_motion_mean")
 
 
 def write_walk_npz(path: Path, n: int = 6, seed: int = 0) -> Path:
@@ -51,6 +51,8 @@ def test_markov_json(files, tmp_path):
     assert res["energy_abs_diff_mean"] >= 0
     assert res["mean_steps_reuse"] < res["mean_steps_cold"]
     assert res["predictor"] == 1  # the calculator's default at reuse_tol 1e-2
+    # plain reuse starts at the previous fixed point: its distance is the fixed point's move
+    assert 0 < res["start_error_mean"] == pytest.approx(res["fixed_point_motion_mean"])
     out2 = tmp_path / "markov2.json"
     assert climain.main(["markov", str(files["deq"]), "--data", str(files["npz"]), "--frames", "5", "--reuse-tol",
                          "1e-2", "--predictor", "2", "--dtype", "float64", "--quiet", "--json", str(out2)]) == 0

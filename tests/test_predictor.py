@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dequiformer import DEQCalculator
-from dequiformer.deq.predictor import FixedPointPredictor
+from dequiformer.deq.predictor import FixedPointPredictor, fixed_point_motion
 from test_calculator import tiny_model
 
 
@@ -71,6 +71,11 @@ def test_calculator_prediction_cuts_steps_of_tight_solves_and_resets_on_new_atom
     assert np.allclose(runs[3][1][-1], runs[1][1][-1], atol=1e-6)
     calc = runs[3][2]
     assert calc.stats["predictor_order"] == 3
+    # the diagnostics: extrapolation starts closer to the fixed point than it moved since the last
+    # frame; plain reuse starts exactly at the last fixed point
+    assert calc.stats["start_error"] < 0.5 * calc.stats["fixed_point_motion"]
+    plain = runs[1][2].stats
+    assert plain["start_error"] == pytest.approx(plain["fixed_point_motion"], rel=1e-9)
     water = molecule("H2O")
     water.calc = calc
     water.get_forces()
@@ -90,3 +95,10 @@ def test_history_dropped_on_other_labels_or_a_jump():
     assert pred.predict(moved, labels=labels) == {} and len(pred) == 0
     with pytest.raises(ValueError, match="max_jump"):
         FixedPointPredictor(max_jump=0.0)
+
+
+def test_fixed_point_motion_is_relative_to_the_solution():
+    z = torch.tensor([3.0, 4.0])
+    out = fixed_point_motion(z, torch.tensor([3.0, 3.0]), torch.tensor([0.0, 4.0]))
+    assert out == pytest.approx({"start_error": 0.2, "fixed_point_motion": 0.6})
+    assert fixed_point_motion(z, None, torch.zeros(3)) == {}  # cold solve; history of another shape

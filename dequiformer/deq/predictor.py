@@ -21,7 +21,7 @@ from collections import deque
 
 import torch
 
-__all__ = ["EXTRAPOLATION", "FixedPointPredictor"]
+__all__ = ["EXTRAPOLATION", "FixedPointPredictor", "fixed_point_motion"]
 
 #: polynomial extrapolation coefficients for the states ``(x_n, x_{n-1}, ...)`` by history length
 EXTRAPOLATION: dict[int, tuple[float, ...]] = {1: (1.0,), 2: (2.0, -1.0), 3: (3.0, -3.0, 1.0)}
@@ -96,6 +96,10 @@ class FixedPointPredictor:
         self._coords.appendleft(coords)
         self._states.appendleft({k: v.detach().clone() for k, v in states.items() if v is not None})
 
+    def latest(self, name: str) -> torch.Tensor | None:
+        """The most recently recorded state ``name`` (``None`` with no history or no such state)."""
+        return self._states[0].get(name) if self._states else None
+
     def order_for(self, coords: torch.Tensor, labels: torch.Tensor | None = None) -> int:
         """The highest history length whose extrapolation of the coordinates passes the guard
         (0 with no history, or one that does not fit the rows: see the class docstring)."""
@@ -121,3 +125,22 @@ class FixedPointPredictor:
         coefficients = EXTRAPOLATION[order]
         names = set.intersection(*(set(s) for s in list(self._states)[:order]))
         return {name: sum(c * s[name] for c, s in zip(coefficients, self._states)) for name in names}
+
+
+def fixed_point_motion(z: torch.Tensor, start: torch.Tensor | None,
+                       previous: torch.Tensor | None) -> dict[str, float]:
+    """How far a warm-started solve had to go, relative to the size of its solution ``z``.
+
+    ``start_error``: ``||z0 - z|| / ||z||`` for the predicted start ``z0`` (absent for a cold
+    solve); ``fixed_point_motion``: ``||z - z_prev|| / ||z||`` against the last recorded state
+    (absent without one or when shapes differ). A predictor that works keeps the first well below
+    the second; a layer whose fixed point moves a lot per step needs more steps however it is
+    started. Norms over all entries (Frobenius)."""
+    out: dict[str, float] = {}
+    size = float(torch.linalg.vector_norm(z.detach()))
+    if size == 0.0:
+        return out
+    for key, other in (("start_error", start), ("fixed_point_motion", previous)):
+        if other is not None and other.shape == z.shape:
+            out[key] = float(torch.linalg.vector_norm(z.detach() - other.to(z.dtype))) / size
+    return out

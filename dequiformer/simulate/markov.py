@@ -54,7 +54,9 @@ def markov_check(
     over the ``frames - 1`` warm-started frames: ``force_rel_diff`` per frame is
     ``||F_reuse - F_cold||_F / ||F_cold||_F`` (mean and max), ``energy_abs_diff_mean`` is in eV,
     ``mean_steps_reuse`` averages the warm solves and ``mean_steps_cold`` all cold solves
-    (solver steps = layer-block evaluations).
+    (solver steps = layer-block evaluations). ``start_error_mean`` and ``fixed_point_motion_mean``
+    average, over the warm solves, the distance of the predicted start from the fixed point reached
+    and the fixed point's move since the previous frame, both relative to its norm.
 
     Raises:
         NotADEQError: ``model`` is explicit. IndexError: the frame range is outside the data
@@ -73,6 +75,7 @@ def markov_check(
     reuse = DEQCalculator(model, device=device, fp_reuse=True, tol=tol, reuse_tol=reuse_tol, dtype=dtype,
                           max_iter=max_iter, predictor=predictor, correctors=correctors, secant_memory=secant_memory)
     rel, de, steps_cold, steps_reuse, unconverged = [], [], [], [], 0
+    motion: dict[str, list[float]] = {"start_error": [], "fixed_point_motion": []}
     for k in tqdm(range(first, first + frames), desc="Markov check", unit="frame", disable=not progress):
         atoms = dataset[k].to_atoms()
         results = {}
@@ -86,6 +89,9 @@ def markov_check(
         if k == first:
             continue
         steps_reuse.append(s_r["solver_steps"])
+        for key in motion:
+            if key in s_r:
+                motion[key].append(s_r[key])
         rel.append(float(np.linalg.norm(f_r - f_c) / max(np.linalg.norm(f_c), 1e-12)))
         de.append(abs(float(e_r) - float(e_c)))
     return {
@@ -104,4 +110,7 @@ def markov_check(
         "energy_units": "eV",
         "unconverged_solves": int(unconverged),
         "force_rel_diff_per_frame": rel,
+        # how far the warm starts were from the fixed point they reached, and how far that fixed
+        # point moved from the previous frame's (relative norms; see deq.predictor.fixed_point_motion)
+        **{f"{key}_mean": float(np.mean(v)) if v else None for key, v in motion.items()},
     }
