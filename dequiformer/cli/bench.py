@@ -364,6 +364,17 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _all_exist(name: str, paths: list[str]) -> bool:
+    """Whether every path exists; prints ``dequiformer bench NAME: error: not found: ...`` if not."""
+    import sys
+    from pathlib import Path
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        print(f"dequiformer bench {name}: error: not found: {', '.join(missing)}", file=sys.stderr)
+    return not missing
+
+
 def _run_accuracy(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
@@ -373,9 +384,7 @@ def _run_accuracy(args: argparse.Namespace) -> int:
     from ..rundir import write_json
 
     configs = args.configs or list(DEFAULT_CONFIGS)
-    missing = [c for c in configs + [args.data] if not Path(c).exists()]
-    if missing:
-        print(f"dequiformer bench accuracy: error: not found: {', '.join(missing)}", file=sys.stderr)
+    if not _all_exist("accuracy", configs + [args.data]):
         return 2
     heldout = args.heldout or str(ASSETS / "aspirin_heldout.npz")
     overrides = list(args.overrides)
@@ -415,14 +424,11 @@ def _run_train_cost(args: argparse.Namespace) -> int:
 
     configs = args.configs or list(DEFAULT_CONFIGS)
     data = args.data or str(ASSETS / "aspirin_heldout.npz")
-    missing = [c for c in configs + [data] if not Path(c).exists()]
-    if missing:
-        print(f"dequiformer bench train: error: not found: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    if args.steps < 1:
-        print(f"dequiformer bench train: error: --steps must be at least 1, got {args.steps}", file=sys.stderr)
+    if not _all_exist("train", configs + [data]):
         return 2
     try:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {args.steps}")
         report = run_train_cost_benchmark(configs, data, args.out, args.overrides, args.steps, args.threads,
                                           args.device, reference=args.reference)
     except (RuntimeError, ValueError, KeyError) as exc:
