@@ -269,6 +269,47 @@ def test_stage_two_switches_loss_weights_at_its_start_and_best_pt_restarts(ethan
         resolve_train({"best_metric": "loss"})
 
 
+def test_stage_two_conservative_fine_tunes_a_direct_model_into_a_conservative_one(ethanol_npz, tmp_path):
+    # direct forces (with the -dE/dpos loss) for the first half, then the force loss on -dE/dpos alone
+    two = {"start": 0.5, "forces": "conservative"}
+    cfg = tiny_config(ethanol_npz, epochs=2, grad_force_weight=10.0, stage_two=two)
+    trainer = Trainer(cfg, tmp_path / "run")
+    seen, forward = [], trainer.ddp_model.forward
+
+    def spy(graph, **kwargs):
+        if trainer.model.training:
+            seen.append((trainer.model.conservative, trainer.loss_fn.grad_force_weight))
+        return forward(graph, **kwargs)
+
+    trainer.ddp_model.forward = spy
+    trainer.fit()
+    assert seen == [(False, 10.0)] * 3 + [(True, 0.0)] * 3
+    # the stage's checkpoints are conservative models: their forces are -dE/dpos
+    state = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert state["config"]["model"]["forces"] == "conservative" and state["best"]["stage"] == 2
+    from dequiformer.train.checkpoint import build_from_checkpoint
+
+    model = build_from_checkpoint(state).eval()
+    graph = trainer.train_graphs.batch([0])
+    out = model(graph, grad_forces=True)
+    assert model.conservative and torch.equal(out["forces"], out["grad_forces"])
+    with torch.no_grad():  # (the direct head is still there, untrained in the second stage)
+        ctx, x = model.prepare(graph)
+        direct = model.decode(model.trunk(x, ctx)[0], ctx)["forces"]
+    assert not torch.allclose(out["forces"], direct, atol=1e-3)
+    # a run resumed in the second stage comes back conservative (its checkpoint's config says so)
+    Trainer(cfg, tmp_path / "cut").fit(stop_after=1)
+    first = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert first["config"]["model"]["forces"] == "direct"
+    resumed = Trainer(first["config"], tmp_path / "cut", resume_state=first)
+    resumed.fit()
+    assert resumed.model.conservative and load_checkpoint(tmp_path / "cut" / "last.pt")["config"]["model"]["forces"] == "conservative"
+    with pytest.raises(ValueError, match="stage_two.grad_force_weight"):
+        resolve_train({"stage_two": {"start": 0.5, "forces": "conservative", "grad_force_weight": 5.0}})
+    with pytest.raises(ValueError, match="stage_two.forces"):
+        resolve_train({"stage_two": {"start": 0.5, "forces": "direct"}})
+
+
 def test_resume_matches_uninterrupted_run(ethanol_npz, tmp_path):
     # float64, dropout and EMA on: the RNG, EMA, optimizer and schedule states must all resume
     cfg = tiny_config(ethanol_npz, epochs=3, dtype="float64", ema_decay=0.7, warmup_epochs=1)

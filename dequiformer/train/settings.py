@@ -83,8 +83,12 @@ TRAIN_SCHEMA: dict[str, Option] = {
     "lr_schedule": Option("epochs", str, choices=("epochs", "seconds")),
     # MACE's second stage (its --swa): from `start` (a fraction of the run, in steps or, under
     # lr_schedule: seconds, in wall time) on, these loss weights replace the ones above (null:
-    # unchanged) and best.pt restarts, so that it is the stage's best; start null: no second stage
+    # unchanged) and best.pt restarts, so that it is the stage's best; start null: no second stage.
+    # forces: conservative turns a direct-force model into a conservative one for the stage
+    # (direct pre-training, then -dE/dpos fine-tuning in the same run; the force loss then acts
+    # on -dE/dpos, grad_force_weight is dropped and the checkpoints of the stage are conservative)
     "stage_two": Option(None, dict, fields={
+        "forces": Option(None, str, nullable=True, choices=("conservative",)),
         "start": Option(None, float, nullable=True, low=0.0, high=1.0, low_open=True, high_open=True),
         "energy_weight": Option(None, float, nullable=True, **_NONNEG),
         "force_weight": Option(None, float, nullable=True, **_NONNEG),
@@ -136,11 +140,14 @@ def resolve_train(train_cfg: dict | None) -> dict:
                          "seconds; set train.warmup_epochs instead")
     two = train["stage_two"]
     if two["start"] is None and any(two[k] is not None for k in two if k != "start"):
-        raise ValueError("train.stage_two sets loss weights but no train.stage_two.start (the fraction of the run "
-                         "where the second stage begins, e.g. 0.75)")
+        raise ValueError("train.stage_two sets loss weights or forces but no train.stage_two.start (the fraction of "
+                         "the run where the second stage begins, e.g. 0.75)")
     if two["start"] is not None and all(two[k] is None for k in two if k != "start"):
         raise ValueError("train.stage_two.start is set but the stage changes no loss weight; set "
-                         "train.stage_two.energy_weight, force_weight or grad_force_weight")
+                         "train.stage_two.energy_weight, force_weight, grad_force_weight or forces")
+    if two["forces"] is not None and two["grad_force_weight"]:
+        raise ValueError("train.stage_two.grad_force_weight: with stage_two.forces: conservative the force loss "
+                         "is on -dE/dpos already; leave it null or 0")
     return train
 
 

@@ -152,7 +152,12 @@ class Trainer:
         )
         two = self.tcfg["stage_two"]
         self.stage_two_start = two["start"]
-        self.stage_two_weights = {k: float(v) for k, v in two.items() if k != "start" and v is not None}
+        self.stage_two_forces = two["forces"]
+        self.stage_two_weights = {k: float(v) for k, v in two.items() if k not in ("start", "forces") and v is not None}
+        if self.stage_two_forces == "conservative":
+            if self.model.task != "regression":
+                raise ValueError("train.stage_two.forces: a classification model has no forces")
+            self.stage_two_weights["grad_force_weight"] = 0.0  # the force loss itself is on -dE/dpos then
         if self.model.conservative and self.stage_two_weights.get("grad_force_weight", 0.0) > 0:
             raise ValueError("train.stage_two.grad_force_weight: a conservative model already trains its forces as "
                              "-dE/dpos; leave it null or 0")
@@ -314,11 +319,23 @@ class Trainer:
         self.stage = 2
         for key, value in self.stage_two_weights.items():
             setattr(self.loss_fn, key, value)
+        if self.stage_two_forces == "conservative" and not self.model.conservative:
+            self._make_conservative()
         if self.best.get("stage", 1) != 2:
             self.best = self._no_best(stage=2)
         if self.info.is_main:
             logger.info("stage two from step %d (%.0f %% of the run): %s", self.step,
-                        100 * self.schedule.progress(), ", ".join(f"{k} {v:g}" for k, v in self.stage_two_weights.items()))
+                        100 * self.schedule.progress(),
+                        ", ".join([f"{k} {v:g}" for k, v in self.stage_two_weights.items()]
+                                  + [f"forces {self.stage_two_forces}"] * bool(self.stage_two_forces)))
+
+    def _make_conservative(self) -> None:
+        """``train.stage_two.forces: conservative``: from here on the model's forces are -dE/dpos
+        (its direct head is no longer trained), and the run's config says so, so that the
+        stage's checkpoints load, evaluate and resume as the conservative model they are."""
+        self.model.hparams["forces"] = "conservative"
+        self.cfg["model"]["forces"] = "conservative"
+        self.tcfg["grad_force_weight"] = 0.0
 
     def _score(self, row: dict[str, Any]) -> float | None:
         """The ``train.best_metric`` value of an epoch's row (validation; training errors without a
