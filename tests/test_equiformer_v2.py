@@ -12,13 +12,14 @@ ACTIVATIONS = {
     "grid_mlp": dict(use_grid_mlp=True),
     "s2_layer_norm_sh": dict(use_sep_s2_act=False, norm_type="layer_norm_sh"),
     "sep_s2_layer_norm": dict(norm_type="layer_norm"),
+    "gate_sum_aggregation": dict(use_gate_act=True, attn_aggregation="sum"),
 }
 # Relative error bound of rotated forces / energy. Gate activations are exactly equivariant
 # (round-off); S2-grid activations are exact only for band-limited functions, and SiLU on the
 # grid is not: the error decays with grid_resolution (measured at lmax=2, mmax=1 over several
 # initialisations: 9e-3 at the default resolution, 5e-4 at 8, 2e-7 to 1.4e-5 at 14, <= 1.3e-7 at 20
 # and 30, the ~1e-7 floor of e3nn's single-precision grid quadrature). Tests use 20, assert 1e-5.
-BOUNDS = {"gate": 1e-11}
+BOUNDS = {"gate": 1e-11, "gate_sum_aggregation": 1e-11}
 GRID_BOUND = 1e-5
 
 
@@ -160,8 +161,9 @@ def test_explicit_model_reports_block_count_as_solver_steps():
     assert out["solver"].steps.tolist() == [TINY["num_layers"]] * 2
 
 
-@pytest.mark.parametrize("name", ["equiformer_v2", "dequiformer"])
-def test_energy_is_continuous_as_a_lone_neighbour_crosses_the_cutoff(name):
+@pytest.mark.parametrize("name,aggregation", [("equiformer_v2", "softmax"), ("dequiformer", "softmax"),
+                                              ("dequiformer", "sum")])
+def test_energy_is_continuous_as_a_lone_neighbour_crosses_the_cutoff(name, aggregation):
     """Each atom of a dimer has only the other as neighbour: at the cutoff the attention weight
     of that edge must vanish, so the energy just inside equals the energy of two free atoms."""
     from ase import Atoms
@@ -170,7 +172,8 @@ def test_energy_is_continuous_as_a_lone_neighbour_crosses_the_cutoff(name):
     from models_fixtures import CUTOFF, TINY, graph
 
     torch.manual_seed(3)
-    model = build_model({**TINY, "name": name, "num_layers": 2 if name == "equiformer_v2" else 1}).double().eval()
+    model = build_model({**TINY, "name": name, "num_layers": 2 if name == "equiformer_v2" else 1,
+                         "attn_aggregation": aggregation}).double().eval()
     energies = {}
     for r in (CUTOFF - 1e-4, CUTOFF + 1e-4, CUTOFF - 0.3):
         with torch.no_grad():
@@ -178,3 +181,29 @@ def test_energy_is_continuous_as_a_lone_neighbour_crosses_the_cutoff(name):
     jump = abs(energies[CUTOFF - 1e-4] - energies[CUTOFF + 1e-4])
     assert jump < 1e-6 * max(1.0, abs(energies[CUTOFF - 0.3] - energies[CUTOFF + 1e-4]))
     assert abs(energies[CUTOFF - 0.3] - energies[CUTOFF + 1e-4]) > 1e-6  # the neighbour does matter inside
+
+
+def test_sum_aggregation_counts_neighbours_where_softmax_averages():
+    """A carbon with one hydrogen at 1.1 A and a carbon with two there (opposite sides), every
+    atom with the same scalar input features: the two hydrogens send the carbon identical
+    invariant messages, which the softmax attention averages (the same output as from one) and
+    the summed one counts."""
+    from ase import Atoms
+
+    outs = {}
+    for aggregation in ("softmax", "sum"):
+        m = model(attn_aggregation=aggregation, use_gate_act=True)
+        rows = []
+        for atoms in (Atoms("CH", positions=[[0, 0, 0], [1.1, 0, 0]]),
+                      Atoms("CH2", positions=[[0, 0, 0], [1.1, 0, 0], [-1.1, 0, 0]])):
+            with torch.no_grad():
+                ctx, x = m.prepare(graph(atoms))
+                x = torch.zeros_like(x)
+                x[:, 0] = 1.0
+                rows.append(m.blocks[0].attention(x, ctx)[0, 0])  # the carbon's l = 0 output
+        outs[aggregation] = rows
+    one, two = outs["softmax"]
+    assert torch.allclose(one, two, atol=1e-10)
+    one, two = outs["sum"]
+    assert not torch.allclose(one, two, atol=1e-4)
+

@@ -33,6 +33,7 @@ class TransformerBlock(torch.nn.Module):
             edge_channels=edge_channels_list(hp), grid_resolution=hp["grid_resolution"],
             use_atom_edge_embedding=hp["use_atom_edge_embedding"], use_gate_act=hp["use_gate_act"],
             use_sep_s2_act=hp["use_sep_s2_act"], alpha_drop=hp["alpha_drop"],
+            aggregation=hp["attn_aggregation"], avg_degree=float(hp["avg_degree"] or 1.0),
         )
         self.norm_2 = build_norm(hp["norm_type"], lmax, c)
         self.ffn = FeedForwardNetwork(

@@ -35,6 +35,11 @@ MODEL_SCHEMA: dict[str, Option] = {
     "use_sep_s2_act": Option(True, bool),
     "use_gate_act": Option(False, bool),
     "use_atom_edge_embedding": Option(True, bool),
+    # how the attention combines an atom's incoming messages: EquiformerV2's softmax over them
+    # (a weighted average: how many neighbours sit at a distance is lost), or "sum": each
+    # message gated by a sigmoid of its logit and summed, divided by avg_degree (eSCN's and
+    # MACE's sum over neighbours, which counts them)
+    "attn_aggregation": Option("softmax", str, choices=("softmax", "sum")),
     # mean atoms per structure and neighbours per atom of the training set (the energy's and the
     # messages' normalisers); null where a caller fills them from the data
     "avg_num_nodes": Option(77.81317, float, low=0, low_open=True, nullable=True),

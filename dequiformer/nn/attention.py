@@ -22,8 +22,9 @@ class SO2EquivariantGraphAttention(torch.nn.Module):
     m = 0 outputs for attention logits and activation scalars); gate / separable S2 / S2
     activation; SO(2) conv 2 to ``num_heads * value_channels``. Logits: LayerNorm, smooth
     leaky ReLU, dot with a per-head vector, softmax over the incoming edges of i (weighted by
-    the cutoff envelope when present), dropout. Weighted messages are rotated back, summed on
-    i and projected by an SO(3) linear layer.
+    the cutoff envelope when present), dropout; or, with ``aggregation="sum"``, a sigmoid gate
+    per head divided by ``avg_degree``. Weighted messages are rotated back, summed on i and
+    projected by an SO(3) linear layer.
 
     Shapes: x [N, K, C] -> [N, K, output_channels].
     """
@@ -46,8 +47,13 @@ class SO2EquivariantGraphAttention(torch.nn.Module):
         use_gate_act: bool = False,
         use_sep_s2_act: bool = True,
         alpha_drop: float = 0.0,
+        aggregation: str = "softmax",
+        avg_degree: float = 1.0,
     ) -> None:
         super().__init__()
+        if aggregation not in ("softmax", "sum"):
+            raise ValueError(f"attention aggregation must be 'softmax' or 'sum', got {aggregation!r}")
+        self.aggregation, self.avg_degree = aggregation, float(avg_degree)
         self.layout = CoefficientLayout(lmax, mmax)
         self.num_heads, self.alpha_channels, self.value_channels = num_heads, alpha_channels, value_channels
         self.hidden_channels, self.lmax = hidden_channels, lmax
@@ -92,12 +98,16 @@ class SO2EquivariantGraphAttention(torch.nn.Module):
 
         a = self.alpha_act(self.alpha_norm(logits_in.view(-1, self.num_heads, self.alpha_channels)))
         logits = torch.einsum("eha,ha->eh", a, self.alpha_dot.to(a.dtype))
-        # The envelope enters twice, on purpose. Inside the softmax it keeps the other edges'
-        # weights continuous when an edge crosses the cutoff; but an atom whose only neighbour is
-        # at the cutoff would still get weight w exp / (w exp) = 1 from it, a jump from nothing to
-        # a full message. The second factor takes that weight to 0 at the cutoff as well.
-        alpha = segment_softmax(logits, tgt, ctx.num_nodes, ctx.envelope)
-        alpha = self.alpha_dropout(alpha)
+        if self.aggregation == "sum":
+            # gates in (0, 1), summed over the incoming edges and divided by the mean count; the
+            # envelope takes each edge's weight to 0 at the cutoff
+            alpha = self.alpha_dropout(torch.sigmoid(logits)) / self.avg_degree
+        else:
+            # The envelope enters twice, on purpose. Inside the softmax it keeps the other edges'
+            # weights continuous when an edge crosses the cutoff; but an atom whose only neighbour
+            # is at the cutoff would still get weight w exp / (w exp) = 1 from it, a jump from
+            # nothing to a full message. The second factor takes that weight to 0 at the cutoff.
+            alpha = self.alpha_dropout(segment_softmax(logits, tgt, ctx.num_nodes, ctx.envelope))
         if ctx.envelope is not None:
             alpha = alpha * ctx.envelope[:, None]
 
