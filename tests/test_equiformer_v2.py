@@ -206,4 +206,3 @@ def test_sum_aggregation_counts_neighbours_where_softmax_averages():
     assert torch.allclose(one, two, atol=1e-10)
     one, two = outs["sum"]
     assert not torch.allclose(one, two, atol=1e-4)
-

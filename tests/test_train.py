@@ -303,7 +303,8 @@ def test_stage_two_conservative_fine_tunes_a_direct_model_into_a_conservative_on
     assert first["config"]["model"]["forces"] == "direct"
     resumed = Trainer(first["config"], tmp_path / "cut", resume_state=first)
     resumed.fit()
-    assert resumed.model.conservative and load_checkpoint(tmp_path / "cut" / "last.pt")["config"]["model"]["forces"] == "conservative"
+    assert resumed.model.conservative
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["config"]["model"]["forces"] == "conservative"
     with pytest.raises(ValueError, match="stage_two.grad_force_weight"):
         resolve_train({"stage_two": {"start": 0.5, "forces": "conservative", "grad_force_weight": 5.0}})
     with pytest.raises(ValueError, match="stage_two.forces"):

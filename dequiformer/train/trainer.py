@@ -324,10 +324,11 @@ class Trainer:
         if self.best.get("stage", 1) != 2:
             self.best = self._no_best(stage=2)
         if self.info.is_main:
+            changes = [f"{k} {v:g}" for k, v in self.stage_two_weights.items()]
+            if self.stage_two_forces:
+                changes.append(f"forces {self.stage_two_forces}")
             logger.info("stage two from step %d (%.0f %% of the run): %s", self.step,
-                        100 * self.schedule.progress(),
-                        ", ".join([f"{k} {v:g}" for k, v in self.stage_two_weights.items()]
-                                  + [f"forces {self.stage_two_forces}"] * bool(self.stage_two_forces)))
+                        100 * self.schedule.progress(), ", ".join(changes))
 
     def _make_conservative(self) -> None:
         """``train.stage_two.forces: conservative``: from here on the model's forces are -dE/dpos
