@@ -31,6 +31,25 @@ def test_edge_frames_map_edge_to_y_and_are_finite_with_gradients():
     assert torch.isfinite(vec.grad).all()
 
 
+def test_edge_frames_are_accurate_in_float32_near_the_singular_direction():
+    # an aspirin NVE run in float32 passed an edge within 1 + cos = 1.7e-6 of -y; there the old
+    # Rodrigues formula (1 / (1 + cos) by cancellation) was percents off and the forces of a
+    # conservative DEQ 1.4 eV/A off, so the energy jumped
+    gaps = torch.tensor([1e-2, 1e-4, 1e-6, 1e-8, 1e-10], dtype=torch.float64)
+    phi = torch.linspace(0.3, 2.8, len(gaps), dtype=torch.float64)
+    sin = torch.sqrt(gaps * (2 - gaps))
+    vec = torch.stack([sin * torch.cos(phi), -(1 - gaps), sin * torch.sin(phi)], dim=-1) * 1.7
+    ref = edge_frames(vec)
+    assert torch.allclose(ref @ (vec / vec.norm(dim=-1, keepdim=True)).unsqueeze(-1),
+                          torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).expand(5, 3).unsqueeze(-1), atol=1e-12)
+    assert torch.allclose(ref @ ref.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(5, 3, 3), atol=1e-12)
+    vec32 = vec.float().requires_grad_(True)
+    frames32 = edge_frames(vec32)
+    assert (frames32.double() - ref).abs().max() < 1e-5
+    frames32.sum().backward()
+    assert torch.isfinite(vec32.grad).all()
+
+
 def test_layout_m_major_order_and_rescale():
     layout = CoefficientLayout(3, 2)
     # m = 0 for l = 0..3, then +1 (l=1..3), -1 (l=1..3), +2 (l=2,3), -2 (l=2,3)
